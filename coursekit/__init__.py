@@ -1,0 +1,12 @@
+"""coursekit: the reusable parts of the MLP course (data, activations, plotting, widgets, training, grading).
+
+Students mostly need::
+
+    import coursekit
+    data = coursekit.FashionMNIST(batch_size=256)     # a d2l DataModule, offline and fast
+    history = coursekit.train(model, data, num_epochs=10, lr=0.1)
+"""
+from coursekit.device import get_device
+
+__all__ = ["get_device"]
+__version__ = "0.1.0"
