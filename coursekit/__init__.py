@@ -7,6 +7,7 @@ Students mostly need::
     history = coursekit.train(model, data, num_epochs=10, lr=0.1)
 """
 from coursekit.device import get_device
+from coursekit.activations import ACTIVATIONS, Activation, get_activation
 
-__all__ = ["get_device"]
+__all__ = ["get_device", "ACTIVATIONS", "Activation", "get_activation"]
 __version__ = "0.1.0"
