@@ -8,6 +8,7 @@ Students mostly need::
 """
 from coursekit.device import get_device
 from coursekit.activations import ACTIVATIONS, Activation, get_activation
+from coursekit import toydata
 
-__all__ = ["get_device", "ACTIVATIONS", "Activation", "get_activation"]
+__all__ = ["get_device", "ACTIVATIONS", "Activation", "get_activation", "toydata"]
 __version__ = "0.1.0"
