@@ -9,6 +9,9 @@ Students mostly need::
 from coursekit.device import get_device
 from coursekit.activations import ACTIVATIONS, Activation, get_activation
 from coursekit import toydata
+from coursekit import plotting  # importing it makes d2l figures PNG (see coursekit.plotting)
+from coursekit.plotting import draw_mlp, plot_confusion_matrix, plot_decision_boundary, show_images, use_png
 
-__all__ = ["get_device", "ACTIVATIONS", "Activation", "get_activation", "toydata"]
+__all__ = ["get_device", "ACTIVATIONS", "Activation", "get_activation", "toydata",
+           "plotting", "use_png", "show_images", "draw_mlp", "plot_decision_boundary", "plot_confusion_matrix"]
 __version__ = "0.1.0"
