@@ -5,7 +5,7 @@ every call. SVG output is XML text full of generated ids, so a notebook's saved 
 fresh run's and nbval (which compares notebook outputs as text) fails. PNG outputs are not compared.
 
 So, once, when this module is imported, ``d2l.use_svg_display`` is replaced by a function that selects
-PNG instead (see :func:`patch_d2l`). After ``import coursekit.plotting`` (``import coursekit`` does it),
+PNG instead (see :func:`patch_d2l`), and PNG is selected right away. After ``import coursekit.plotting`` (``import coursekit`` does it),
 every d2l figure is PNG, however often d2l asks for SVG. :func:`use_png` does the same by hand.
 
 All functions here work in JupyterLab (inline figures) and headless (e.g. the ``Agg`` backend in tests),
@@ -77,6 +77,7 @@ def patch_d2l() -> None:
 
 
 patch_d2l()
+use_png()  # in a notebook: PNG from now on, even if some d2l figure switched to SVG before this import
 
 
 def _to_numpy(a):
