@@ -28,3 +28,14 @@ def real_data_dir() -> Path:
         pytest.fail("The real Fashion-MNIST files are needed: apt-get install dataset-fashion-mnist, "
                     "or set COURSEKIT_DATA to a folder holding the four original .gz files")
     return folder
+
+
+def run_in_kernel(*cells: str, timeout: int = 300) -> list:
+    """Run code cells in a fresh Jupyter kernel (as a student's notebook would); returns the executed cells."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    return notebook.cells
