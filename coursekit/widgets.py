@@ -5,8 +5,11 @@ Each explorer has two layers:
 * a pure function that computes and/or draws for one choice of parameters and returns a
   ``matplotlib.figure.Figure`` (or a result object). It needs no Jupyter, so tests and the
   notebooks' static figures use it directly;
-* a thin ``ipywidgets`` wrapper (``*_explorer``) that puts sliders/dropdowns in front of it and
-  returns the widget. Figures in the widget are shown as PNG images.
+* a thin ``ipywidgets`` wrapper (``*_explorer``) that puts sliders/dropdowns in front of it
+  (``ipywidgets.interactive_output``) and returns the widget. The figure is shown in an
+  ``ipywidgets.Image`` (PNG) that is updated in place, so executing a notebook adds no
+  output besides the widget itself and the saved notebook compares cleanly under nbval.
+  A widget is not visible on GitHub: show a static figure from the pure function next to it.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``, so drawing one does not
 leave a stray figure behind for Jupyter to show a second time. In a notebook, a Figure that is the
@@ -41,11 +44,26 @@ def _figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _show_png(fig: Figure) -> None:
-    """Display ``fig`` as a PNG image in the current output (used inside widget callbacks)."""
-    from IPython.display import Image, display
+def _explorer(controls: dict, render):
+    """Wire ``controls`` (name -> widget) to ``render(**values) -> (Figure, html_text)``.
 
-    display(Image(data=_figure_png(fig), format="png"))
+    The figure goes into an ``ipywidgets.Image`` (PNG) and the text into an ``HTML`` widget, both
+    updated in place on every change. Nothing is *displayed* from the callback, so executing a
+    notebook leaves only the widget itself as the cell's output (nbval-friendly); an exception in
+    the callback still shows up, in the small Output area below.
+    """
+    import ipywidgets as widgets
+
+    image = widgets.Image(format="png")
+    text = widgets.HTML()
+
+    def update(**values):
+        fig, html = render(**values)
+        image.value = _figure_png(fig)
+        text.value = html
+
+    errors = widgets.interactive_output(update, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), image, text, errors])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,20 +105,16 @@ def plot_activation(name: str = "relu", x_min: float = -6.0, x_max: float = 6.0,
 def activation_explorer(names=None, value: str = "relu"):
     """A dropdown of activation names; picking one draws it, its derivative and a description."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     names = list(names) if names is not None else activation_names()
     if value not in names:
         raise ValueError(f"value {value!r} is not among the offered names {names}")
     dropdown = widgets.Dropdown(options=names, value=value, description="activation")
 
-    def show(name):
-        fig = plot_activation(name)
-        _show_png(fig)
-        display(widgets.HTML(f"<p>{get_activation(name).description}</p>"))
+    def render(name):
+        return plot_activation(name), f"<p>{get_activation(name).description}</p>"
 
-    out = widgets.interactive_output(show, {"name": dropdown})
-    return widgets.VBox([dropdown, out])
+    return _explorer({"name": dropdown}, render)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +237,6 @@ def collapse_explorer(depth: int = 3, width: int = 8, activation: str = "identit
     """Sliders for depth and width and a dropdown of activations (identity included): shows the
     deep network next to its collapsed affine map and the largest gap between them."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     controls = {
         "depth": widgets.IntSlider(value=depth, min=1, max=12, description="depth"),
@@ -232,10 +245,8 @@ def collapse_explorer(depth: int = 3, width: int = 8, activation: str = "identit
                                        description="activation"),
     }
 
-    def show(depth, width, activation):
+    def render(depth, width, activation):
         result = linearity_collapse(depth=depth, width=width, activation=activation, seed=seed)
-        _show_png(plot_linearity_collapse(result))
-        display(widgets.HTML(f"<p>{collapse_verdict(result)}</p>"))
+        return plot_linearity_collapse(result), f"<p>{collapse_verdict(result)}</p>"
 
-    out = widgets.interactive_output(show, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+    return _explorer(controls, render)

@@ -103,17 +103,26 @@ def test_plot_linearity_collapse_shows_both_curves():
     torch.testing.assert_close(torch.as_tensor(fig2.axes[0].lines[0].get_ydata()), r.deep)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def test_activation_explorer_redraws_on_change(monkeypatch):
     calls = []
     real = widgets.plot_activation
     monkeypatch.setattr(widgets, "plot_activation", lambda name: calls.append(name) or real(name, num=21))
     box = activation_explorer()
     assert isinstance(box, ipywidgets.VBox)
-    dropdown, out = box.children
-    assert isinstance(out, ipywidgets.Output)
+    controls, image, text, errors = box.children
+    (dropdown,) = controls.children
+    assert isinstance(image, ipywidgets.Image) and isinstance(errors, ipywidgets.Output)
     assert list(dropdown.options) == activation_names() and dropdown.value == "relu"
+    assert image.value[:8] == PNG_MAGIC and get_activation("relu").description in text.value
+    first_png = image.value
     dropdown.value = "tanh"
     assert calls == ["relu", "tanh"]
+    assert image.value[:8] == PNG_MAGIC and image.value != first_png
+    assert get_activation("tanh").description in text.value
+    assert errors.outputs == ()  # nothing displayed from the callback
     with pytest.raises(ValueError, match="not among"):
         activation_explorer(names=["relu"], value="tanh")
 
@@ -124,9 +133,11 @@ def test_collapse_explorer_redraws_on_change(monkeypatch):
     monkeypatch.setattr(widgets, "linearity_collapse",
                         lambda **kw: seen.append((kw["depth"], kw["width"], kw["activation"])) or real(**kw, num=21))
     box = collapse_explorer()
-    controls, out = box.children
+    controls, image, text, errors = box.children
     depth, width, act = controls.children
     assert "identity" in act.options and set(NONLINEAR) <= set(act.options)
+    assert "exactly one affine map" in text.value and image.value[:8] == PNG_MAGIC
     act.value = "relu"
+    assert "no affine map reproduces" in text.value
     depth.value = 5
     assert seen == [(3, 8, "identity"), (3, 8, "relu"), (5, 8, "relu")]
