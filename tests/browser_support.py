@@ -307,11 +307,23 @@ _CELL_REPORT_JS = f"""
 
 # What a widget cell's controls drive: the text of its Output/HTML widgets and plain outputs, and its images.
 _DRIVEN_OUTPUT_JS = """
-(area) => {
+async (area) => {
   const parts = [];
   area.querySelectorAll('.widget-output, .widget-html-content, .widget-htmlmath-content').forEach(
     el => parts.push('text:' + el.textContent));
-  area.querySelectorAll('img').forEach(img => parts.push('img:' + img.getAttribute('src')));
+  for (const img of area.querySelectorAll('img')) {
+    let src = img.getAttribute('src') || '';
+    // An ipywidgets.Image gets a new blob: URL on every update, even for the same bytes: compare the bytes.
+    if (src.startsWith('blob:')) {
+      try {
+        const digest = await crypto.subtle.digest('SHA-256', await (await fetch(src)).arrayBuffer());
+        src = 'blob-sha256:' + Array.from(new Uint8Array(digest), b => b.toString(16).padStart(2, '0')).join('');
+      } catch (e) {
+        src = 'blob-unreadable:' + src;  // revoked mid-update; the caller polls again
+      }
+    }
+    parts.push('img:' + src);
+  }
   area.querySelectorAll('canvas').forEach(c => { try { parts.push('canvas:' + c.toDataURL()); } catch (e) {} });
   return parts;
 }
@@ -357,6 +369,7 @@ class WidgetMove:
     after_value: str
     output_changed: bool
     seconds: float
+    changed_parts: list = field(default_factory=list)  # which of the driven outputs changed: text, img, canvas
     detail: str = field(default="")
 
 
@@ -490,14 +503,16 @@ class NotebookDriver:
             except Exception:
                 break
             after = self.driven_output(index)
-            if after and after != before:
+            if after and after != before and not any(p.startswith("img:blob-unreadable") for p in after):
                 self.page.wait_for_timeout(500)
                 again = self.driven_output(index)
                 if again == after:
                     changed = True
                     break
+        changed_parts = sorted({a.split(":", 1)[0] for a, b in zip(after, before) if a != b})
         return WidgetMove(cell=index, control=control, before_value=str(value), after_value=str(after_value),
                           output_changed=changed, seconds=round(time.monotonic() - started, 2),
+                          changed_parts=changed_parts,
                           detail="" if changed else f"output before: {str(before)[:300]!r}; after: {str(after)[:300]!r}")
 
     # -- pictures --------------------------------------------------------------------------------------
