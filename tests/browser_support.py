@@ -418,7 +418,14 @@ class NotebookDriver:
         item = self._dir_listing_item(filename)
         item.wait_for(timeout=timeout_ms)
         item.dblclick()
-        self.wait_kernel_idle(relative_path, timeout_ms)
+        # Either the kernel comes up, or JupyterLab asks which kernel to use (no kernelspec in the notebook).
+        self.page.wait_for_function(
+            f"(path) => ({_KERNEL_IDLE_JS})(path) || !!document.querySelector('.jp-Dialog')",
+            arg=relative_path, timeout=timeout_ms, polling=250)
+        if self.page.locator(".jp-Dialog").count():
+            dialog = self.page.locator(".jp-Dialog").first.inner_text()
+            raise AssertionError(f"opening {relative_path} shows a dialog instead of starting its kernel "
+                                 f"(kernelspec metadata missing or unknown?): {dialog[:300]!r}")
 
     def wait_kernel_idle(self, path: str | None = None, timeout_ms: int = 90_000) -> None:
         self.page.wait_for_function(_KERNEL_IDLE_JS, arg=path, timeout=timeout_ms, polling=250)

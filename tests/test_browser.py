@@ -93,6 +93,9 @@ def _write_smoke_notebooks(folder: Path) -> None:
             "    plt.show()\n\n"
             "widgets.interactive(show, width=widgets.IntSlider(value=4, min=1, max=10),\n"
             "                    kind=widgets.Dropdown(options=['line', 'bar']))"),
+        # Stands in for the lab's self-check (coursekit.grading), so the harness's lab path is tested too.
+        nbformat.v4.new_code_cell(
+            "def check(question):\n    print(f'{question}: 0/2 tests passed -- implement it first')\n\ncheck('q1')"),
     ]
     nbformat.write(smoke, folder / "harness_smoke.ipynb")
 
@@ -244,7 +247,7 @@ def test_harness_smoke_notebook(driver):
         driver.clear_and_run_all(RUN_ALL_TIMEOUT_MS)
         reports = driver.cell_reports()
         assert page_problems(reports) == []
-        kernel_cell, plot_cell, widget_cell = reports
+        kernel_cell, plot_cell, widget_cell, check_cell = reports
         assert f"kernel prefix: {sys.prefix}" in kernel_cell.text, "the kernel is not the project's venv python"
         assert plot_cell.images == plot_cell.imagesLoaded == 1
         assert widget_cell.widgetViews == 1 and widget_cell.sliders == 1 and widget_cell.dropdowns == 1
@@ -261,6 +264,12 @@ def test_harness_smoke_notebook(driver):
             ".textContent.includes('width=5 kind=bar')", arg=widget_cell.index, timeout=WIDGET_TIMEOUT_MS)
         driver.wait_kernel_idle()
         assert driver.driven_output(widget_cell.index) != before
+
+        summary = {}
+        assert check_self_check_feedback(driver, reports, summary) == []
+        assert summary["self_check_cells"] == [check_cell.index]
+        assert summary["self_check_rerun"]["count"] == 5  # four cells ran, then the check again by hand
+        assert "q1: 0/2 tests passed" in summary["self_check_rerun"]["text"]
     finally:
         driver.screenshot_whole_notebook(screenshot_path(path))
 
@@ -290,6 +299,8 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
     driver.open_from_file_browser(relative_path)
     summary = {"notebook": relative_path}
     problems = []
+    screenshot = screenshot_path(relative_path)
+    screenshot.unlink(missing_ok=True)
     try:
         summary["run_all_seconds"] = round(driver.clear_and_run_all(RUN_ALL_TIMEOUT_MS), 1)
         reports = driver.cell_reports()
@@ -302,10 +313,14 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
         if relative_path == LAB_NOTEBOOK:
             problems += check_self_check_feedback(driver, reports, summary)
     finally:
-        driver.screenshot_whole_notebook(screenshot_path(relative_path))
+        try:
+            driver.screenshot_whole_notebook(screenshot)
+        except Exception as error:  # never hide the test's own failure behind the picture's
+            problems.append(f"no screenshot: {error!r}")
         summary["problems"] = problems
         write_summary(relative_path.replace("/", "__"), summary)
     assert not problems, f"{relative_path} in JupyterLab:\n  " + "\n  ".join(problems)
+    assert screenshot.is_file()
 
 
 def check_self_check_feedback(driver, reports, summary) -> list[str]:
