@@ -1,0 +1,202 @@
+"""The student's self-check: ``check("q1")`` runs a question's public tests and prints one line per test.
+
+Public tests are small functions defined in the lab notebook (the collapsed "public tests" cells),
+named ``test_<question>_<something>``; their docstring says what they check. Inside them, the
+``expect_*`` helpers below raise :class:`CheckFailed` with a message that says what was expected and
+what came back (type, shape, dtype, device, nan/inf, values). ``check`` never shows a traceback:
+
+* a test that passes prints ``PASS``;
+* a test whose code raises ``NotImplementedError`` (the TODO stubs) prints ``not attempted yet``;
+* a failed expectation prints ``FAIL`` and its message;
+* any other error prints ``FAIL`` with the error and the line of *your* code that raised it.
+
+This runs in the student's own kernel and only gives feedback: the grade comes from the hidden
+tests, which the autograder runs separately (``coursekit.grading.labspec``).
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["CheckFailed", "Outcome", "check", "run_public_tests", "expect", "expect_tensor", "expect_close",
+           "describe"]
+
+
+class CheckFailed(AssertionError):
+    """A public test's expectation was not met; the message is shown to the student as is."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One public test's result: ``status`` is "pass", "fail" or "todo" (not attempted yet)."""
+    name: str
+    status: str
+    message: str = ""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def describe(value, max_items: int = 6) -> str:
+    """A short, readable description of a value: tensors show dtype, shape, device and a few numbers."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        head = f"tensor(dtype={str(t.dtype).replace('torch.', '')}, shape={tuple(t.shape)}"
+        if t.device.type != "cpu":
+            head += f", device={t.device}"
+        if t.numel() == 0:
+            return head + ", empty)"
+        flat = t.flatten()[:max_items].cpu().tolist()
+        numbers = ", ".join(_number(v) for v in flat)
+        more = ", ..." if t.numel() > max_items else ""
+        return f"{head}, values [{numbers}{more}])"
+    if isinstance(value, (tuple, list)):
+        kind = type(value).__name__
+        return f"{kind} of {len(value)}: (" + ", ".join(describe(v, 3) for v in value[:3]) + \
+            (", ..." if len(value) > 3 else "") + ")"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
+def _number(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_tensor(what: str, got, *, shape=None, dtype=None, device=None, finite: bool = True) -> torch.Tensor:
+    """Check that ``got`` is a real ``torch.Tensor`` with the given shape/dtype/device, free of nan/inf.
+
+    ``what`` names the value in the message, e.g. ``"relu(x)"``.
+    """
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what} should be a torch.Tensor, but it is a {describe(got)}")
+    if shape is not None and tuple(got.shape) != tuple(shape):
+        raise CheckFailed(f"{what} should have shape {tuple(shape)}, but it has shape {tuple(got.shape)}")
+    if dtype is not None and got.dtype != dtype:
+        raise CheckFailed(f"{what} should have dtype {str(dtype).replace('torch.', '')} (the input's), "
+                          f"but it has dtype {str(got.dtype).replace('torch.', '')}")
+    if device is not None and got.device != torch.device(device):
+        raise CheckFailed(f"{what} should be on device {device} (the input's), but it is on {got.device}")
+    if finite and got.is_floating_point():
+        bad = ~torch.isfinite(got.detach())
+        if bad.any():
+            kinds = []
+            if torch.isnan(got.detach()).any():
+                kinds.append("nan")
+            if torch.isinf(got.detach()).any():
+                kinds.append("inf")
+            where = bad.nonzero()[:3].tolist()
+            raise CheckFailed(f"{what} contains {' and '.join(kinds)} ({int(bad.sum())} of {got.numel()} values, "
+                              f"first at index {', '.join(str(tuple(i)) for i in where)})")
+    return got
+
+
+def expect_close(what: str, got, expected: torch.Tensor, *, rtol: float = 1e-5, atol: float = 1e-6,
+                 inputs: torch.Tensor | None = None) -> None:
+    """Check type, shape, dtype, device, finiteness, then values within ``atol + rtol * |expected|``.
+
+    ``inputs`` (optional) is shown next to the first wrong value to make the message concrete.
+    """
+    expected = expected.detach()
+    expect_tensor(what, got, shape=expected.shape, dtype=expected.dtype, device=expected.device,
+                  finite=bool(torch.isfinite(expected).all()) if expected.is_floating_point() else True)
+    got = got.detach()
+    if got.numel() == 0:
+        return
+    diff = (got.double() - expected.double()).abs()
+    allowed = atol + rtol * expected.double().abs()
+    wrong = ~(diff <= allowed)  # also catches nan
+    if wrong.any():
+        index = tuple(wrong.nonzero()[0].tolist())
+        at = f" at input {_number(inputs.detach()[index].item())}" if inputs is not None and \
+            tuple(inputs.shape) == tuple(got.shape) else ""
+        raise CheckFailed(f"{what} is wrong at {int(wrong.sum())} of {got.numel()} positions; first at index "
+                          f"{index}{at}: expected {_number(expected[index].item())}, got {_number(got[index].item())} "
+                          f"(tolerance {atol:g} + {rtol:g}*|expected|)")
+
+
+# ------------------------------------------------------------------------------------------- running
+def _tests_for(question: str, namespace: dict) -> list:
+    prefix = f"test_{question}_"
+    return [(name, fn) for name, fn in list(namespace.items()) if name.startswith(prefix) and callable(fn)]
+
+
+def _where_in_student_code(exc: BaseException) -> str:
+    """' (in relu, line 3 of its cell)': the last frame that is the student's code, not torch or coursekit."""
+    here = str(Path(__file__).resolve().parent.parent)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        name = frame.filename
+        if name.startswith(here) or "site-packages" in name or name.startswith(sys.prefix) or name.startswith("<frozen"):
+            continue
+        if frame.name.startswith("test_"):
+            return ""
+        return f" (in {frame.name}, line {frame.lineno} of its cell)"
+    return ""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def run_public_tests(question: str, namespace: dict) -> list[Outcome]:
+    """Run the public tests of ``question`` found in ``namespace``; never raises for a student's error."""
+    outcomes = []
+    for name, fn in _tests_for(question, namespace):
+        title = _first_line(getattr(fn, "__doc__", None) or "") or name
+        try:
+            fn()
+        except NotImplementedError as exc:
+            detail = _first_line(str(exc)) or "a function still raises NotImplementedError"
+            outcomes.append(Outcome(title, "todo", detail))
+        except CheckFailed as exc:
+            outcomes.append(Outcome(title, "fail", str(exc)))
+        except Exception as exc:  # the student's code raised: say what and where, without a traceback
+            outcomes.append(Outcome(title, "fail", f"your code raised {type(exc).__name__}: "
+                                    f"{_first_line(str(exc))[:300]}{_where_in_student_code(exc)}"))
+        else:
+            outcomes.append(Outcome(title, "pass"))
+    return outcomes
+
+
+_MARK = {"pass": "PASS", "fail": "FAIL", "todo": "TODO"}
+
+
+def check(question: str, namespace: dict | None = None) -> None:
+    """Run the public tests of ``question`` (e.g. ``"q1"``) and print one line per test.
+
+    ``namespace`` defaults to the caller's globals, i.e. the notebook's variables.
+    """
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals
+    outcomes = run_public_tests(question, namespace)
+    if not outcomes:
+        print(f"{question}: no public tests found. Run the collapsed 'public tests' cell above this one "
+              f"(or Run > Run All Cells), then check again.")
+        return
+    for outcome in outcomes:
+        if outcome.status == "todo":
+            line = f"  TODO  {outcome.name}: not attempted yet ({outcome.message})"
+        else:
+            line = f"  {_MARK[outcome.status]}  {outcome.name}"
+            if outcome.message:
+                line += f": {outcome.message}"
+        print(line)
+    passed = sum(o.status == "pass" for o in outcomes)
+    todo = sum(o.status == "todo" for o in outcomes)
+    summary = f"{question}: {passed}/{len(outcomes)} public tests passed"
+    if todo == len(outcomes):
+        summary = f"{question}: not attempted yet"
+    elif passed == len(outcomes):
+        summary += ". The graded (hidden) tests try more inputs: edge cases, other shapes and dtypes."
+    print(summary)

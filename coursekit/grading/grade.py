@@ -1,0 +1,97 @@
+"""Grade one submitted lab notebook: per-question points with feedback, and a total.
+
+Three steps, and only the second runs the student's code (in the sandbox, see ``coursekit.grading.runner``)::
+
+    spec = load_spec("lab/autograder")                                   # 1. grader: hidden tests, inputs
+    result = execute_submission(path, spec.harvest_code, inputs, limits)  # 2. student's process: data back
+    questions = spec.score(inputs, result)                                # 3. grader: verdicts from data
+
+``grade_notebook`` ties them together::
+
+    grade = grade_notebook("submissions/ada.ipynb")
+    print(grade.feedback_text)          # what the student reads
+    grade.total, grade.max_total        # e.g. 85, 100
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coursekit.grading.labspec import LabSpec, QuestionResult, load_spec
+
+__all__ = ["SubmissionGrade", "grade_notebook", "feedback_text"]
+
+
+@dataclass
+class SubmissionGrade:
+    """The grade of one submission. ``status`` is the runner's ("ok", "timeout", "memory", ...)."""
+    student: str
+    questions: list[QuestionResult]
+    total: float
+    max_total: float
+    status: str
+    feedback_text: str
+    cell_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def points(self) -> dict[str, float]:
+        """``{question: points}``."""
+        return {q.name: q.points for q in self.questions}
+
+    def as_dict(self) -> dict:
+        return {"student": self.student, "total": self.total, "max_total": self.max_total, "status": self.status,
+                "questions": [q.as_dict() for q in self.questions], "cell_errors": list(self.cell_errors),
+                "notes": list(self.notes), "feedback": self.feedback_text}
+
+
+def _points(value: float) -> str:
+    return f"{value:g}"
+
+
+def feedback_text(student: str, questions: list[QuestionResult], status: str, cell_errors=(), notes=()) -> str:
+    """The feedback a student reads: the total, then each question's points and one line per hidden test."""
+    total = sum(q.points for q in questions)
+    max_total = sum(q.max_points for q in questions)
+    lines = [f"MLP lab: {_points(total)} / {_points(max_total)} points ({student})"]
+    if status != "ok":
+        lines.append(f"Note: running the notebook ended with status '{status}'; questions after that point may "
+                     "have received no points.")
+    for q in questions:
+        title = f" {q.title}" if q.title else ""
+        lines.append("")
+        lines.append(f"{q.name}{title}: {_points(q.points)} / {_points(q.max_points)}")
+        lines.extend(f"  passed  {line}" for line in q.passed)
+        lines.extend(f"  FAILED  {line}" for line in q.failed)
+    if cell_errors:
+        lines.append("")
+        lines.append("Cells that raised an error while grading (the notebook went on after each):")
+        lines.extend(f"  {error.strip().splitlines()[0] if error.strip() else error}" for error in list(cell_errors)[:20])
+    if notes:
+        lines.append("")
+        lines.extend(f"Note: {note}" for note in list(notes)[:20])
+    return "\n".join(lines) + "\n"
+
+
+def grade_notebook(path, spec: LabSpec | None = None, limits=None, seed: int = 0, student: str | None = None) \
+        -> SubmissionGrade:
+    """Run the notebook at ``path`` in the sandbox and grade it with the hidden tests of ``spec``.
+
+    ``spec`` defaults to the repository's ``lab/autograder``; ``limits`` (a ``runner.Limits``) to the runner's
+    defaults; ``seed`` picks the hidden tests' random inputs; ``student`` defaults to the file's name.
+    """
+    from coursekit.grading.runner import execute_submission
+
+    path = Path(path)
+    spec = spec or load_spec()
+    inputs = spec.make_inputs(seed)
+    result = execute_submission(path, spec.harvest_code, inputs, limits=limits)
+    questions = spec.score(inputs, result)
+    student = student or path.stem
+    status = getattr(result, "status", "ok")
+    cell_errors = list(getattr(result, "cell_errors", []) or [])
+    notes = list(getattr(result, "notes", []) or [])
+    return SubmissionGrade(
+        student=student, questions=questions,
+        total=sum(q.points for q in questions), max_total=sum(q.max_points for q in questions),
+        status=status, feedback_text=feedback_text(student, questions, status, cell_errors, notes),
+        cell_errors=cell_errors, notes=notes)

@@ -1,0 +1,187 @@
+"""The generic half of the harvest: the code that runs in the *student's* process after the notebook.
+
+This file is not imported there: :mod:`coursekit.grading.labspec` reads its source text and puts it at
+the top of ``harvest_code``, followed by the lab's ``harvest_<question>`` functions and a call of
+``_ck_harvest_main``. It runs in the notebook's namespace (like one more cell), so every name starts
+with ``_ck_``, and it trusts nothing the student left behind:
+
+* values are sent back only if their type is exactly ``torch.Tensor`` / ``nn.Parameter`` (no
+  subclasses, so no ``__eq__`` tricks) of a real numeric dtype; they are converted with torch's own
+  unbound methods and checked to be plain ``numpy.ndarray`` copies of the right shape;
+* ``outputs.npz`` holds plain numeric arrays only (read back with ``allow_pickle=False``);
+* ``outputs.json`` describes every key: the error text if the call raised, the type name, dtype,
+  shape, device, finiteness;
+* each student call is wrapped in its own try/except, so one crash loses one key, not the harvest.
+
+The verdict is never computed here: the grader recomputes everything from the arrays.
+"""
+
+_CK_MAX_ELEMENTS = 4_000_000
+_CK_MAX_TEXT = 600
+
+
+def _ck_error_text(exc):
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a student's exception whose __str__ raises
+        text = "an exception whose message cannot be shown"
+    return text[:_CK_MAX_TEXT]
+
+
+class _CkRecorder:
+    """Collects arrays and their descriptions; ``call``/``record``/``note`` are what harvesters use."""
+
+    def __init__(self, namespace):
+        import numpy
+        import torch
+        self.np, self.torch = numpy, torch
+        self.ns = namespace
+        self.arrays, self.meta = {}, {}
+        self.numeric = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                        torch.int16, torch.int32, torch.int64, torch.bool}
+
+    def note(self, key, value):
+        """Store a JSON-able value (numbers, strings, lists, dicts) under ``key`` in outputs.json."""
+        import json
+        try:
+            json.dumps(value)
+        except Exception as exc:
+            value = {"error": "not JSON-able: " + _ck_error_text(exc)}
+        self.meta[key] = value
+
+    def record(self, key, value):
+        """Send ``value`` back under ``key``: a tensor becomes an array; a tuple/list, one key per item."""
+        torch, np = self.torch, self.np
+        kind = type(value)
+        if kind is tuple or kind is list:
+            self.meta[key] = {"type": kind.__name__, "len": len(value)}
+            if len(value) <= 8:
+                for i, item in enumerate(value):
+                    self.record(f"{key}.{i}", item)
+            return
+        info = {"type": getattr(kind, "__qualname__", "?")[:100]}
+        self.meta[key] = info
+        if kind is not torch.Tensor and kind is not torch.nn.Parameter:
+            info["error"] = f"expected a torch.Tensor, got {info['type']}"
+            return
+        dtype = torch.Tensor.dtype.__get__(value)
+        shape = tuple(torch.Tensor.size(value))
+        info.update(dtype=str(dtype), shape=list(shape), device=str(torch.Tensor.device.__get__(value)),
+                    requires_grad=bool(torch.Tensor.requires_grad.__get__(value)))
+        if dtype not in self.numeric:
+            info["error"] = f"dtype {dtype} is not a real numeric dtype"
+            return
+        numel = 1
+        for n in shape:
+            numel *= n
+        if numel > _CK_MAX_ELEMENTS:
+            info["error"] = f"too large to send back ({numel} elements)"
+            return
+        t = torch.Tensor.cpu(torch.Tensor.detach(value))
+        if dtype in (torch.float16, torch.bfloat16):
+            t = torch.Tensor.float(t)
+        array = np.array(torch.Tensor.numpy(t), copy=True)
+        if type(array) is not np.ndarray or array.dtype.kind not in "biuf" or array.shape != shape:
+            info["error"] = "could not be converted to a plain numeric array"
+            return
+        if array.dtype.kind == "f":
+            info["finite"] = bool(np.isfinite(array).all())
+            info["nan"] = int(np.isnan(array).sum())
+        self.arrays[key] = array
+
+    def run(self, key, fn, *args, watch=None, **kwargs):
+        """Call ``fn`` (a callable, or the name of one in the notebook); return ``(ok, value)``.
+
+        On failure (not defined, or it raised) the error is stored under ``key``. ``watch``: a context
+        manager entered around the call only (e.g. :func:`_ck_torch_calls`).
+        """
+        if isinstance(fn, str):
+            name = fn
+            fn = self.ns.get(name)
+            if fn is None or not callable(fn):
+                self.meta[key] = {"error": f"NameError: '{name}' is not defined in the notebook"}
+                return False, None
+        try:
+            if watch is None:
+                out = fn(*args, **kwargs)
+            else:
+                with watch:
+                    out = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from student code too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.meta[key] = {"error": _ck_error_text(exc)}
+            return False, None
+        return True, out
+
+    def call(self, key, fn, *args, watch=None, **kwargs):
+        """:meth:`run`, then :meth:`record` what came back under ``key``; returns the value or None."""
+        ok, out = self.run(key, fn, *args, watch=watch, **kwargs)
+        if ok:
+            self.record(key, out)
+        return out
+
+
+def _ck_torch_calls():
+    """A context manager that records the names of all torch functions called inside it."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class _Trace(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(getattr(func, "__name__", "?"))[:60])
+            return func(*args, **(kwargs or {}))
+
+    return _Trace()
+
+
+class _CkSwap:
+    """Temporarily replace names in the notebook (e.g. ``relu``) by reference versions.
+
+    A question is graded on its own: q4's forward pass uses the reference ``relu`` while it is tested,
+    so an unfinished q1 does not cost q4's points.
+    """
+
+    def __init__(self, namespace, replacements):
+        self.ns, self.replacements, self.saved = namespace, replacements, {}
+
+    def __enter__(self):
+        missing = object()
+        for name, value in self.replacements.items():
+            self.saved[name] = self.ns.get(name, missing)
+            self.ns[name] = value
+        self.missing = missing
+        return self
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            if value is self.missing:
+                self.ns.pop(name, None)
+            else:
+                self.ns[name] = value
+        return False
+
+
+def _ck_harvest_main(harvesters, namespace, inputs_path="inputs.npz", outputs_npz="outputs.npz",
+                     outputs_json="outputs.json"):
+    """Load the inputs, run each ``(question, harvester)``, write ``outputs.npz`` and ``outputs.json``."""
+    import json
+    import numpy as np
+    with np.load(inputs_path, allow_pickle=False) as f:
+        inputs = {k: np.array(f[k], copy=True) for k in f.files}
+    recorder = _CkRecorder(namespace)
+    for question, harvester in harvesters:
+        try:
+            harvester(recorder, inputs)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc)}
+    np.savez(outputs_npz, **recorder.arrays)
+    with open(outputs_json, "w", encoding="utf-8") as f:
+        json.dump(recorder.meta, f, sort_keys=True)
+    return recorder
