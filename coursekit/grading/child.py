@@ -50,6 +50,9 @@ _HARVEST_CALL_S = 10.0
 
 def _short_traceback(exc: BaseException) -> str:
     """The exception, then where it happened in the student's cells (not in this driver)."""
+    if isinstance(exc, SyntaxError):
+        line = (exc.text or "").strip()
+        return f"{type(exc).__name__}: {exc.msg} (line {exc.lineno})" + (f"\n    {line[:200]}" if line else "")
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
     head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     where = [f"  at {f.filename[1:-1]}, line {f.lineno}, in {f.name}" + (f": {f.line.strip()}" if f.line else "")
@@ -112,8 +115,14 @@ def main(job_path):
     with open(job_path) as fh:
         job = json.load(fh)
     sys.path.insert(0, os.getcwd())
+    # past RLIMIT_FSIZE a write fails with an OSError in the cell instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     sys.argv = ["notebook"]
     import numpy  # noqa: F401  (the harvest needs it; loaded before any student code runs)
+    try:        # loaded here, outside the cells' time limits: every lab notebook imports it first thing
+        import torch  # noqa: F401
+    except ImportError:
+        pass
     ns = {"__name__": "__main__", "__builtins__": builtins, "display": _display,
           "get_ipython": lambda: _FakeIPython()}
     skip = {int(k): v for k, v in job.get("skip", {}).items()}
@@ -136,6 +145,8 @@ def main(job_path):
                 exec(code, ns)
             except CellTimeout:
                 status, error = "timeout", f"stopped after {cell_timeout:g} s (time limit of a cell)"
+            except EOFError as exc:
+                status, error = "error", _short_traceback(exc) + "\n  (input() gets no answer when grading)"
             except SystemExit as exc:
                 status, error = "error", f"the cell called sys.exit({exc.code!r}); the notebook went on without it"
             except BaseException as exc:     # noqa: BLE001 (KeyboardInterrupt, GeneratorExit... all of them)

@@ -183,6 +183,8 @@ class _Tracker:
         self.since = 0.0
         self.ended = {}              # cell -> (status, error)
         self.harvest_end = None
+        # after the soft limit (SIGALRM in the cell) a little time to unwind before the process is killed
+        self.grace = min(5.0, max(1.0, limits.cell_timeout / 2))
 
     def __call__(self, events, elapsed):
         for line in events[self.seen:]:
@@ -205,7 +207,7 @@ class _Tracker:
                 self.current = None
         if self.current == "harvest" and elapsed - self.since > self.harvest_timeout:
             return "timeout"
-        if isinstance(self.current, int) and elapsed - self.since > self.limits.cell_timeout + 5:
+        if isinstance(self.current, int) and elapsed - self.since > self.limits.cell_timeout + self.grace:
             return "timeout"
         return None
 

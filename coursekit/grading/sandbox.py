@@ -189,6 +189,29 @@ def _tree_pids(table, root_pid, uid):
     return found
 
 
+def _pss_kib(pid) -> int:
+    """Proportional set size: pages shared by forked copies count once in all, not once per copy."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh.read().decode(errors="replace").splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _sandbox_memory_mb(root_pid, uid, limit_mb) -> float:
+    """Memory of the sandbox's processes in MiB: the resident size, or the proportional size when the
+    resident sum is over the limit (forked copies share most of their pages)."""
+    table = _proc_table()
+    pids = [p for p in _tree_pids(table, root_pid, uid) if p != root_pid]
+    rss = sum(table[p][2] for p in pids) / 1024
+    if rss <= limit_mb or len(pids) <= 1:
+        return rss
+    return sum(_pss_kib(p) for p in pids) / 1024
+
+
 def _kill_uid(uid):
     """SIGKILL every process of a sandbox uid, until none is left (a fork bomb keeps forking meanwhile)."""
     if uid is None or uid < SANDBOX_UID_BASE:
@@ -394,9 +417,7 @@ def run(argv, workdir, *, limits: Limits, env: dict, timeout: float, ro_paths=()
                 killed_for = watch(events, elapsed)
             if killed_for is None and elapsed - last_mem_check >= 0.2:
                 last_mem_check = elapsed
-                table = _proc_table()
-                rss = sum(table[p][2] for p in _tree_pids(table, proc.pid, uid if mode != "none" else None)
-                          if p != proc.pid) / 1024
+                rss = _sandbox_memory_mb(proc.pid, uid if mode != "none" else None, limits.memory_mb)
                 peak = max(peak, rss)
                 if rss > limits.memory_mb:
                     killed_for = "memory"

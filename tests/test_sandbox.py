@@ -1,0 +1,254 @@
+"""The sandbox and the runner on tiny notebooks (no real lab): isolation, limits, recovery, data-only results.
+
+Every notebook runs once, two at a time, in a module fixture; each test then checks one result.
+"""
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import coursekit
+from coursekit.grading import sandbox
+from coursekit.grading.runner import execute_submission, notebook_code_cells, strip_magics
+from coursekit.grading.sandbox import Limits
+from grading_helpers import GOOD_CELLS, TINY_HARVEST, make_notebook, require_bwrap, run_many, tiny_inputs
+
+LIMITS = Limits(cell_timeout=4, submission_timeout=90, harvest_timeout=6, memory_mb=1536, max_processes=48,
+                max_file_mb=8, max_output_kb=8, max_output_total_mb=2)
+REPO = Path(coursekit.__file__).resolve().parent.parent
+ADD, MUL = GOOD_CELLS[1], GOOD_CELLS[2]
+
+
+def _secret_cells(secret: Path, port: int):
+    probe = f'''
+import os, socket
+targets = [{str(secret)!r}, {str(REPO / "lab")!r}, {str(REPO / "README.md")!r}, {str(REPO / ".git")!r}, "/etc/shadow"]
+seen = []
+for p in targets:
+    try:
+        if os.path.isdir(p):
+            os.listdir(p)
+        else:
+            open(p).read()
+        seen.append(1.0)
+    except Exception:
+        seen.append(0.0)
+for p in [{str(Path(coursekit.__file__).parent / "pwned.py")!r}, {str(secret.parent / "pwned")!r}]:
+    try:
+        open(p, "w").write("x")
+        seen.append(1.0)
+    except Exception:
+        seen.append(0.0)
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+    seen.append(1.0)
+except Exception:
+    seen.append(0.0)
+def add(a, b):
+    return np.array(seen)
+'''
+    return ["import numpy as np", probe, MUL]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    require_bwrap()
+    d = tmp_path_factory.mktemp("sandbox")
+    secret = d / "grader-only" / "hidden_tests.py"
+    secret.parent.mkdir()
+    secret.write_text("SECRET = 42\n")
+    secret.parent.chmod(0o700)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    nbs = {
+        "good": ["import numpy as np\n%matplotlib inline\n!pip install nothing", ADD, MUL],
+        "secrets": _secret_cells(secret, port),
+        "os_exit": ["import numpy as np", ADD, "import os\nos._exit(0)", MUL],
+        "errors": ["import numpy as np", "1/0", "import sys\nsys.exit(3)", "name = input('your name? ')",
+                   "def broken(:\n    pass", ADD, MUL],
+        "stubborn_loop": ["import numpy as np, time", ADD,
+                          "while True:\n    try:\n        time.sleep(0.01)\n    except BaseException:\n        pass", MUL],
+        "harvest_loop": ["import numpy as np", "def add(a, b):\n    while True:\n        pass", MUL],
+        "fork_bomb": ["import numpy as np", ADD, "import os\nwhile True:\n    os.fork()", MUL],
+        "memory_one": ["import numpy as np", ADD, "big = bytearray(8 * 2**30)", MUL],
+        "memory_many": ["import numpy as np", ADD,
+                        "import os, time\nfor _ in range(4):\n    if os.fork() == 0:\n"
+                        "        x = np.ones(450 * 2**20 // 8)\n        time.sleep(30)\ntime.sleep(30)", MUL],
+        "huge_output": ["import numpy as np", ADD, "while True:\n    print('spam' * 1000)", MUL],
+        "big_file": ["import numpy as np", ADD, "open('big.bin', 'wb').write(b'0' * (20 * 2**20))", MUL],
+        "symlink": ["import numpy as np, os, json",
+                    f"os.symlink({str(secret)!r}, 'outputs.json')\nos.symlink('/etc/passwd', 'outputs.npz')\n"
+                    "json.dump = lambda *a, **k: None\nnp.savez = lambda *a, **k: None", ADD, MUL],
+        "pickle": ["import numpy as np", ADD, MUL,
+                   "import pickle, os\n"
+                   "class P:\n    def __reduce__(self):\n"
+                   f"        return (os.system, ('touch {d}/pwned-by-pickle',))\n"
+                   "np.save_real = np.savez\n"
+                   "np.savez_real = np.savez\n"
+                   "np.savez = lambda path, **kw: np.savez_real(path, add=np.array([P()], dtype=object))"],
+    }
+    paths = {name: make_notebook(d / f"{name}.ipynb", *cells) for name, cells in nbs.items()}
+    inputs = tiny_inputs()
+    try:
+        # first touch of fresh memory is slow on this VM: the memory case gets time to reach its limit
+        slow = {"memory_many": dataclasses.replace(LIMITS, cell_timeout=30)}
+        out = run_many({name: (lambda p=p, name=name: execute_submission(p, TINY_HARVEST, inputs,
+                                                                          slow.get(name, LIMITS)))
+                        for name, p in paths.items()})
+    finally:
+        listener.close()
+    out["_dir"] = d
+    out["_inputs"] = inputs
+    return out
+
+
+def _sum(inputs):
+    return inputs["a"] + inputs["b"]
+
+
+def _prod(inputs):
+    return inputs["a"] * inputs["b"]
+
+
+def test_isolation_mode_is_bubblewrap_as_root():
+    require_bwrap()
+    assert sandbox.isolation_mode() == "bwrap"
+
+
+def test_good_notebook_runs_unprivileged_and_sends_back_arrays(results):
+    r = results["good"]
+    assert r.status == "ok" and r.harvested and r.cell_errors == []
+    np.testing.assert_allclose(r.outputs["add"], _sum(results["_inputs"]))
+    np.testing.assert_allclose(r.outputs["mul"], _prod(results["_inputs"]))
+    assert r.meta["uid"] >= sandbox.SANDBOX_UID_BASE
+    assert any("%matplotlib" in n for n in r.notes) and any("!pip" in n for n in r.notes)
+
+
+def test_student_cannot_read_grader_files_write_package_or_reach_network(results):
+    r = results["secrets"]
+    assert r.status == "ok"
+    # secret, repo lab/, repo README, repo .git, /etc/shadow, write coursekit, write next to secret, network
+    assert r.outputs["add"].tolist() == [0.0] * 8
+    assert not (Path(coursekit.__file__).parent / "pwned.py").exists()
+
+
+def test_os_exit_cell_is_skipped_and_the_rest_still_counts(results):
+    r = results["os_exit"]
+    assert r.status == "killed" and r.attempts == 2
+    assert "mul" in r.outputs and "add" in r.outputs
+    assert any(e.startswith("cell 3:") and "os._exit" in e for e in r.cell_errors)
+
+
+def test_errors_in_cells_are_reported_per_cell_and_do_not_stop_the_notebook(results):
+    r = results["errors"]
+    assert r.status == "ok" and r.attempts == 1
+    text = "\n".join(r.cell_errors)
+    assert "cell 2: ZeroDivisionError" in text
+    assert "cell 3: the cell called sys.exit(3)" in text
+    assert "cell 4: EOFError" in text and "input()" in text
+    assert "cell 5: SyntaxError: invalid syntax (line 1)" in text
+    assert set(r.outputs) == {"add", "mul"}
+
+
+def test_a_loop_that_swallows_the_timeout_is_killed_and_skipped(results):
+    r = results["stubborn_loop"]
+    assert r.status == "timeout" and r.attempts == 2
+    assert any(e.startswith("cell 3:") and "time limit" in e for e in r.cell_errors)
+    assert set(r.outputs) == {"add", "mul"}
+
+
+def test_an_endless_function_loses_only_its_own_question(results):
+    r = results["harvest_loop"]
+    assert "TimeoutError" in r.meta["add"]["error"]
+    assert "add" not in r.outputs
+    np.testing.assert_allclose(r.outputs["mul"], _prod(results["_inputs"]))
+
+
+def test_fork_bomb_is_contained(results):
+    r = results["fork_bomb"]
+    assert set(r.outputs) == {"add", "mul"}
+    assert any(e.startswith("cell 3:") for e in r.cell_errors)
+
+
+def test_memory_exhaustion_in_one_process_fails_the_cell(results):
+    r = results["memory_one"]
+    assert any(e.startswith("cell 3: MemoryError") for e in r.cell_errors)
+    assert set(r.outputs) == {"add", "mul"}
+
+
+def test_memory_of_the_whole_sandbox_is_watched(results):
+    r = results["memory_many"]
+    assert r.status == "memory"
+    assert any(e.startswith("cell 3:") and "memory" in e for e in r.cell_errors)
+    assert set(r.outputs) == {"add", "mul"}
+
+
+def test_huge_output_is_capped_and_stopped(results):
+    r = results["huge_output"]
+    assert r.status == "output-limit"
+    assert len(r.log) <= LIMITS.max_output_kb * 1024
+    assert set(r.outputs) == {"add", "mul"}
+
+
+def test_file_size_is_limited(results):
+    r = results["big_file"]
+    assert any(e.startswith("cell 3:") and "File too large" in e for e in r.cell_errors)
+    assert not (results["_dir"] / "big.bin").exists()
+
+
+def test_planted_links_are_not_followed(results):
+    r = results["symlink"]
+    assert r.outputs == {} and "SECRET" not in str(r.meta)
+
+
+def test_pickles_from_the_student_are_never_loaded(results):
+    r = results["pickle"]
+    assert "add" not in r.outputs
+    assert not (results["_dir"] / "pwned-by-pickle").exists()
+    assert any("not numeric" in e or "could not be read" in e for e in r.cell_errors)
+
+
+def test_no_sandbox_process_outlives_its_run(results):
+    table = sandbox._proc_table()
+    left = [pid for pid, (uid, _, _) in table.items()
+            if sandbox.SANDBOX_UID_BASE <= uid < sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_SLOTS]
+    assert left == []
+
+
+def test_corrupt_json_is_an_invalid_notebook_without_running_anything(tmp_path):
+    p = tmp_path / "broken.ipynb"
+    p.write_text('{"cells": [ {"cell_type": "code", "source": "x = 1"')
+    r = execute_submission(p, TINY_HARVEST, tiny_inputs(), LIMITS)
+    assert r.status == "invalid-notebook" and r.attempts == 0
+    assert "not valid notebook JSON" in r.cell_errors[0]
+
+
+def test_json_that_is_not_a_notebook(tmp_path):
+    p = tmp_path / "list.ipynb"
+    p.write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="not a notebook"):
+        notebook_code_cells(p)
+
+
+def test_magics_are_left_out_keeping_line_numbers():
+    src, notes = strip_magics("x = 1\n  %timeit f()\n!ls\ny = 2", 4)
+    assert src.split("\n") == ["x = 1", "  pass", "pass", "y = 2"]
+    assert len(notes) == 2 and notes[0].startswith("cell 4, line 2")
+    src, notes = strip_magics("%%bash\necho hi", 1)
+    assert src == "" and "not run" in notes[0]
+
+
+def test_limits_reject_nonsense():
+    with pytest.raises(ValueError, match="cell_timeout"):
+        Limits(cell_timeout=0)
+
+
+def test_zz_print_times(results):
+    for k, v in results.items():
+        if not k.startswith("_"):
+            print(k, round(v.wall_s, 1), v.status, v.attempts, v.cell_errors)
