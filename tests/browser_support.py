@@ -282,6 +282,7 @@ _CELL_REPORT_JS = f"""
     const images = Array.from(area.querySelectorAll('.jp-OutputArea-output img'));
     report.push({{
       index,
+      id: model.id,
       source: model.sharedModel.getSource(),
       tags: model.getMetadata('tags') || [],
       executionCount: model.executionCount,
@@ -333,6 +334,7 @@ async (area) => {
 @dataclass
 class CellReport:
     index: int
+    id: str
     source: str
     tags: list
     executionCount: int | None
@@ -463,6 +465,18 @@ class NotebookDriver:
                 return n !== null && n !== before && k.status === 'idle';
             }}""", arg=[index, before], timeout=timeout_ms, polling=250)
         self.page.wait_for_timeout(500)
+
+    def set_cell_source(self, index: int, source: str) -> None:
+        """Replace a code cell's text the way a student does: click into its editor, select all, type."""
+        editor = self.cell(index).locator(".jp-InputArea-editor .cm-content").first
+        editor.click()
+        self.page.keyboard.press("ControlOrMeta+a")
+        # insert_text enters the text as one input (like a paste): no auto-indent or auto-closed brackets.
+        self.page.keyboard.insert_text(source)
+        typed = self.page.evaluate(
+            f"(i) => ({_CURRENT_PANEL_JS})().content.widgets[i].model.sharedModel.getSource()", index)
+        if typed != source:
+            raise AssertionError(f"cell {index}: the editor holds {typed[:200]!r}, not the typed {source[:200]!r}")
 
     # -- reading ---------------------------------------------------------------------------------------
 

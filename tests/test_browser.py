@@ -38,8 +38,11 @@ RUN_ALL_TIMEOUT_MS = 240_000
 WIDGET_TIMEOUT_MS = 60_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
-SELF_CHECK_CALL = re.compile(r"""\bcheck\(\s*["'](q\d+)["']""")
-SELF_CHECK_FEEDBACK = re.compile(r"\b(pass(ed)?|fail(ed)?)\b|[✓✔✗✘]", re.I)
+# A cell that calls the self-check (coursekit.grading.check.check), not one that mentions it in a comment.
+SELF_CHECK_CALL = re.compile(r"""^\s*check\(\s*["'](q\d+)["']\s*\)\s*$""", re.M)
+# What check("qN") prints: one line per public test, then a summary line.
+CHECK_TEST_LINE = re.compile(r"^\s*(PASS|FAIL|TODO)\s{2}\S", re.M)
+STUB_RAISE = re.compile(r"""raise NotImplementedError\(\s*["']TODO[^\n]*""")
 
 
 def course_notebooks() -> list[str]:
@@ -73,6 +76,10 @@ def work_tree_before() -> dict[str, str]:
     return tree_hashes()
 
 
+SMOKE_STUB = 'def double(x):\n    """2 x, elementwise."""\n    raise NotImplementedError("TODO: implement double")'
+SMOKE_SOLUTION = 'def double(x):\n    """2 x, elementwise."""\n    return x + x'
+
+
 def _write_smoke_notebooks(folder: Path) -> None:
     folder.mkdir(parents=True)
     kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -93,10 +100,15 @@ def _write_smoke_notebooks(folder: Path) -> None:
             "    plt.show()\n\n"
             "widgets.interactive(show, width=widgets.IntSlider(value=4, min=1, max=10),\n"
             "                    kind=widgets.Dropdown(options=['line', 'bar']))"),
-        # Stands in for the lab's self-check (coursekit.grading), so the harness's lab path is tested too.
+        # A one-question lab built like lab/mlp_lab.ipynb (stub, public test, check) for the self-check path.
+        nbformat.v4.new_code_cell("from coursekit.grading.check import check, expect_close"),
+        nbformat.v4.new_code_cell(SMOKE_STUB),
         nbformat.v4.new_code_cell(
-            "def check(question):\n    print(f'{question}: 0/2 tests passed -- implement it first')\n\ncheck('q1')"),
+            "def test_q1_double():\n    \"\"\"double(x) is 2 x\"\"\"\n    x = torch.arange(4.0)\n"
+            "    expect_close('double(x)', double(x), 2 * x, inputs=x)"),
+        nbformat.v4.new_code_cell('check("q1")'),
     ]
+    smoke.cells[-3].id = "q1-solution"
     nbformat.write(smoke, folder / "harness_smoke.ipynb")
 
     faults = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec})
@@ -247,7 +259,7 @@ def test_harness_smoke_notebook(driver):
         driver.clear_and_run_all(RUN_ALL_TIMEOUT_MS)
         reports = driver.cell_reports()
         assert page_problems(reports) == []
-        kernel_cell, plot_cell, widget_cell, check_cell = reports
+        kernel_cell, plot_cell, widget_cell, *_, check_cell = reports
         assert f"kernel prefix: {sys.prefix}" in kernel_cell.text, "the kernel is not the project's venv python"
         assert plot_cell.images == plot_cell.imagesLoaded == 1
         assert widget_cell.widgetViews == 1 and widget_cell.sliders == 1 and widget_cell.dropdowns == 1
@@ -266,10 +278,13 @@ def test_harness_smoke_notebook(driver):
         assert driver.driven_output(widget_cell.index) != before
 
         summary = {}
-        assert check_self_check_feedback(driver, reports, summary) == []
-        assert summary["self_check_cells"] == [check_cell.index]
-        assert summary["self_check_rerun"]["count"] == 5  # four cells ran, then the check again by hand
-        assert "q1: 0/2 tests passed" in summary["self_check_rerun"]["text"]
+        assert check_self_check(driver, reports, {"q1-solution": SMOKE_SOLUTION}, summary) == []
+        assert summary["self_check_cells"] == {"q1": check_cell.index}
+        assert "q1: not attempted yet" in summary["self_check_after_run_all"]["q1"]
+        assert "FAIL  double(x) is 2 x: double(x) should be a torch.Tensor" in summary["self_check_wrong_answer"]
+        assert "q1: 0/1 public tests passed" in summary["self_check_wrong_answer"]
+        assert "PASS  double(x) is 2 x" in summary["self_check_right_answer"]
+        assert "q1: 1/1 public tests passed" in summary["self_check_right_answer"]
     finally:
         driver.screenshot_whole_notebook(screenshot_path(path))
 
@@ -311,7 +326,7 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
         problems += widget_problems
         summary["widget_moves"] = [vars(m) for m in moves]
         if relative_path == LAB_NOTEBOOK:
-            problems += check_self_check_feedback(driver, reports, summary)
+            problems += check_self_check(driver, reports, solution_sources(served_root), summary)
     finally:
         try:
             driver.screenshot_whole_notebook(screenshot)
@@ -323,22 +338,64 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
     assert screenshot.is_file()
 
 
-def check_self_check_feedback(driver, reports, summary) -> list[str]:
-    """Run-all ran every `check("qN")` cell: each must show pass/fail; re-running q1 by hand must too."""
-    check_cells = [r for r in reports if SELF_CHECK_CALL.search(r.source)]
-    summary["self_check_cells"] = [r.index for r in check_cells]
-    if not check_cells:
-        return ["the lab notebook has no `check(\"qN\")` self-check cell"]
-    problems = [f"{r.headline()}: no pass/fail feedback shown (output: {r.text[:200]!r})"
-                for r in check_cells if not SELF_CHECK_FEEDBACK.search(r.text)]
-    first = check_cells[0]
-    driver.run_cell(first.index, WIDGET_TIMEOUT_MS)
-    rerun = next(r for r in driver.cell_reports() if r.index == first.index)
-    summary["self_check_rerun"] = {"cell": rerun.index, "count": rerun.executionCount, "text": rerun.text[:500]}
-    if not SELF_CHECK_FEEDBACK.search(rerun.text):
-        problems.append(f"{rerun.headline()}: re-run by hand, shows no pass/fail feedback ({rerun.text[:200]!r})")
-    if rerun.errors:
-        problems.append(f"{rerun.headline()}: re-run by hand raises {rerun.errors}")
+def solution_sources(root: Path) -> dict[str, str]:
+    """The instructor's solution cells by cell id (the student notebook keeps the source's ids)."""
+    source = root / "lab" / "source" / "mlp_lab_solution.ipynb"
+    notebook = nbformat.read(source, as_version=4)
+    return {cell.id: cell.source for cell in notebook.cells if cell.cell_type == "code"}
+
+
+def check_self_check(driver, reports, solutions: dict[str, str], summary: dict) -> list[str]:
+    """The student's self-check, seen in the browser.
+
+    After run-all every `check("qN")` cell must show its per-test lines (PASS/FAIL/TODO) and its summary.
+    Then a student's two attempts at the first question, typed into its stub cell: a wrong answer
+    (every TODO `raise` becomes `return None`) must make the re-run check show FAIL, and the instructor's
+    solution must make it show PASS for every public test.
+    """
+    checks = {}
+    for r in reports:
+        match = SELF_CHECK_CALL.search(r.source)
+        if match:
+            checks[match.group(1)] = r
+    summary["self_check_cells"] = {question: r.index for question, r in checks.items()}
+    if not checks:
+        return ['the lab notebook has no `check("qN")` self-check cell']
+    problems = []
+    summary["self_check_after_run_all"] = {}
+    for question, r in checks.items():
+        summary["self_check_after_run_all"][question] = r.text[:1000]
+        if not CHECK_TEST_LINE.search(r.text) or not re.search(rf"^{question}: ", r.text, re.M):
+            problems.append(f"{r.headline()}: shows no self-check feedback (output: {r.text[:200]!r})")
+
+    question, check_cell = next(iter(checks.items()))
+    stubs = [r for r in reports if r.index < check_cell.index and STUB_RAISE.search(r.source)]
+    if not stubs:
+        return problems + [f"no `raise NotImplementedError(\"TODO...\")` stub before {check_cell.headline()}"]
+    stub = stubs[-1]
+    if stub.id not in solutions:
+        return problems + [f"{stub.headline()}: no solution cell with id {stub.id!r} in the lab source"]
+
+    def attempt(source: str) -> str:
+        driver.set_cell_source(stub.index, source)
+        driver.run_cell(stub.index, WIDGET_TIMEOUT_MS)
+        driver.run_cell(check_cell.index, WIDGET_TIMEOUT_MS)
+        return next(r for r in driver.cell_reports() if r.index == check_cell.index).text
+
+    wrong = attempt(STUB_RAISE.sub("return None", stub.source))
+    summary["self_check_wrong_answer"] = wrong[:1000]
+    if "FAIL" not in CHECK_TEST_LINE.findall(wrong):
+        problems.append(f"{check_cell.headline()}: after a wrong answer it shows no FAIL ({wrong[:300]!r})")
+    if not re.search(rf"^{question}: \d+/\d+ public tests passed", wrong, re.M):
+        problems.append(f"{check_cell.headline()}: after a wrong answer no `{question}: k/n` summary ({wrong[:300]!r})")
+
+    right = attempt(solutions[stub.id])
+    summary["self_check_right_answer"] = right[:1000]
+    marks = CHECK_TEST_LINE.findall(right)
+    counts = re.search(rf"^{question}: (\d+)/(\d+) public tests passed", right, re.M)
+    if not marks or set(marks) != {"PASS"} or not counts or counts.group(1) != counts.group(2):
+        problems.append(f"{check_cell.headline()}: after the instructor's solution it does not show every test "
+                        f"passing ({right[:400]!r})")
     return problems
 
 
