@@ -192,8 +192,8 @@ def show_images(images, labels=None, ncols=8, scale=1.5, correct=None, cmap="gra
         ax.imshow(_image_to_numpy(img), cmap=cmap)
         ax.set_xticks([]), ax.set_yticks([])
         if labels is not None:
-            color = None if correct is None else ("tab:green" if correct[i] else "tab:red")
-            ax.set_title(str(labels[i]), color=color, fontsize=9)
+            style = {} if correct is None else {"color": "tab:green" if correct[i] else "tab:red"}
+            ax.set_title(str(labels[i]), fontsize=9, **style)
     fig.tight_layout()
     return axes[:n]
 

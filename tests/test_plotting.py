@@ -78,6 +78,9 @@ def test_show_images_grid_titles_and_colours():
     red, green = matplotlib.colors.to_rgba("tab:red"), matplotlib.colors.to_rgba("tab:green")
     assert matplotlib.colors.to_rgba(axes[3].title.get_color()) == red
     assert matplotlib.colors.to_rgba(axes[4].title.get_color()) == green
+    plain = plotting.show_images(images[:3, 0], ["a", "b", "c"])  # no colours asked for: default title colour
+    assert [a.get_title() for a in plain] == ["a", "b", "c"]
+    assert matplotlib.colors.to_rgba(plain[0].title.get_color()) not in (red, green)
     with pytest.raises(ValueError, match="10 images but 2 labels"):
         plotting.show_images(images, ["a", "b"])
 
