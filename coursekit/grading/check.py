@@ -186,7 +186,8 @@ def check(question: str, namespace: dict | None = None) -> None:
         return
     for outcome in outcomes:
         if outcome.status == "todo":
-            line = f"  TODO  {outcome.name}: not attempted yet ({outcome.message})"
+            detail = outcome.message[len("TODO:"):].strip() if outcome.message.startswith("TODO:") else outcome.message
+            line = f"  TODO  {outcome.name} -- not attempted yet ({detail})"
         else:
             line = f"  {_MARK[outcome.status]}  {outcome.name}"
             if outcome.message:

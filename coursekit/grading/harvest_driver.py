@@ -9,8 +9,8 @@ with ``_ck_``, and it trusts nothing the student left behind:
   subclasses, so no ``__eq__`` tricks) of a real numeric dtype; they are converted with torch's own
   unbound methods and checked to be plain ``numpy.ndarray`` copies of the right shape;
 * ``outputs.npz`` holds plain numeric arrays only (read back with ``allow_pickle=False``);
-* ``outputs.json`` describes every key: the error text if the call raised, the type name, dtype,
-  shape, device, finiteness;
+* ``outputs.json`` describes every key: the error text if the call raised (``error``), the type name,
+  dtype, shape, device, finiteness, and why a tensor was not sent back (``problem``);
 * each student call is wrapped in its own try/except, so one crash loses one key, not the harvest.
 
 The verdict is never computed here: the grader recomputes everything from the arrays.
@@ -62,27 +62,26 @@ class _CkRecorder:
         info = {"type": getattr(kind, "__qualname__", "?")[:100]}
         self.meta[key] = info
         if kind is not torch.Tensor and kind is not torch.nn.Parameter:
-            info["error"] = f"expected a torch.Tensor, got {info['type']}"
-            return
+            return  # the grader says "returned a <type>, expected a torch.Tensor"
         dtype = torch.Tensor.dtype.__get__(value)
         shape = tuple(torch.Tensor.size(value))
         info.update(dtype=str(dtype), shape=list(shape), device=str(torch.Tensor.device.__get__(value)),
                     requires_grad=bool(torch.Tensor.requires_grad.__get__(value)))
         if dtype not in self.numeric:
-            info["error"] = f"dtype {dtype} is not a real numeric dtype"
+            info["problem"] = f"dtype {dtype} is not a real numeric dtype"
             return
         numel = 1
         for n in shape:
             numel *= n
         if numel > _CK_MAX_ELEMENTS:
-            info["error"] = f"too large to send back ({numel} elements)"
+            info["problem"] = f"too large to send back ({numel} elements)"
             return
         t = torch.Tensor.cpu(torch.Tensor.detach(value))
         if dtype in (torch.float16, torch.bfloat16):
             t = torch.Tensor.float(t)
         array = np.array(torch.Tensor.numpy(t), copy=True)
         if type(array) is not np.ndarray or array.dtype.kind not in "biuf" or array.shape != shape:
-            info["error"] = "could not be converted to a plain numeric array"
+            info["problem"] = "could not be converted to a plain numeric array"
             return
         if array.dtype.kind == "f":
             info["finite"] = bool(np.isfinite(array).all())

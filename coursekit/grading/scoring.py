@@ -58,6 +58,8 @@ def tensor_problem(what: str, key: str, outputs: dict, meta: dict, expected: np.
     info = meta[key]
     if info.get("type") not in ("Tensor", "Parameter"):
         return f"{what} returned a {info.get('type')}, expected a torch.Tensor"
+    if isinstance(info.get("problem"), str):
+        return f"{what}: {info['problem']}"
     array = outputs.get(key)
     if type(array) is not np.ndarray or array.dtype.kind not in "biuf":
         return f"{what}: its value could not be read back as numbers"

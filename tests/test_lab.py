@@ -1,0 +1,304 @@
+"""The MLP lab: one source, two outputs; public self-check; hidden tests that judge data, not objects.
+
+Fast tests run the harvest in this process on hand-made namespaces (the verdict logic is the same as in
+the sandbox). The slow ones grade real notebooks through the sandboxed runner: the solution scores full
+marks, the untouched student notebook zero on every question, and a notebook with one question solved
+exactly that question's points.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from coursekit.grading import assign
+from coursekit.grading.check import check, run_public_tests
+from coursekit.grading.grade import grade_notebook
+from coursekit.grading.labspec import load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / "lab"
+SOURCE = LAB / "source" / "mlp_lab_solution.ipynb"
+STUDENT = LAB / "mlp_lab.ipynb"
+POINTS = {"q1": 20, "q2": 15, "q3": 15, "q4": 25, "q5": 25}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(LAB / "autograder")
+
+
+@pytest.fixture(scope="module")
+def source_nb():
+    return assign.read_source(SOURCE)
+
+
+# ------------------------------------------------------------------------------------ one source, two outputs
+def test_questions_and_points(spec):
+    assert spec.questions == list(POINTS.items())
+    assert spec.max_total == 100
+
+
+def test_autograder_files_and_student_cells_match_a_fresh_regeneration(source_nb):
+    files = assign.generate(SOURCE, run=False)
+    for rel in ("autograder/hidden_tests.py", "autograder/spec.json"):
+        assert (LAB / rel).read_text(encoding="utf-8") == files[rel], f"lab/{rel} is stale: run assign"
+    fresh = nbformat.reads(files["mlp_lab.ipynb"], as_version=4)
+    committed = nbformat.read(STUDENT, as_version=4)
+    assert [(c.id, c.cell_type, c.source, c.metadata) for c in committed.cells] == \
+           [(c.id, c.cell_type, c.source, c.metadata) for c in fresh.cells]
+
+
+@pytest.mark.slow
+def test_committed_student_notebook_is_exactly_what_assign_produces():
+    assert assign.main(["--check"]) == 0, "lab/ differs from `python -m coursekit.grading.assign` output"
+
+
+def test_student_notebook_has_stubs_and_no_solutions_or_hidden_tests(source_nb):
+    text = STUDENT.read_text(encoding="utf-8")
+    for leaked in ("BEGIN SOLUTION", "END SOLUTION", "hidden-tests", "def score_q", "def harvest_q",
+                   "torch.exp(-torch.abs(x))", "W1 @ W2, b1 @ W2 + b2", "optimizer.step()"):
+        assert leaked not in text
+    nb = nbformat.reads(text, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for name in ("relu", "sigmoid", "tanh", "relu_grad", "sigmoid_grad", "tanh_grad", "collapse",
+                 "MLPScratch.__init__", "MLPScratch.forward", "train_mlp"):
+        assert f'raise NotImplementedError("TODO: implement {name}")' in code
+    for q in POINTS:
+        assert f'check("{q}")' in code and f"def test_{q}_" in code
+    headings = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for q, points in POINTS.items():
+        assert f"Question {q[1:]}:" in headings and f"({points} points)" in headings
+    assert all(c.outputs == [] or c.execution_count for c in nb.cells if c.cell_type == "code")
+
+
+def test_strip_solutions_keeps_signature_and_names_the_method():
+    src = ("class M:\n    def f(self, x):\n        y = 1\n        ### BEGIN SOLUTION\n        return x + y\n"
+           "        ### END SOLUTION\n\n\ndef g(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION")
+    out = assign.strip_solutions(src)
+    assert 'def f(self, x):\n        y = 1\n        raise NotImplementedError("TODO: implement M.f")' in out
+    assert 'def g(x):\n    raise NotImplementedError("TODO: implement g")' in out
+    assert "return x" not in out
+    with pytest.raises(assign.AssignError, match="not closed"):
+        assign.strip_solutions("def f():\n    ### BEGIN SOLUTION\n    return 1\n")
+    with pytest.raises(assign.AssignError, match="without a BEGIN"):
+        assign.strip_solutions("def f():\n    return 1\n    ### END SOLUTION\n")
+
+
+def test_assign_rejects_points_that_do_not_add_up(source_nb):
+    nb = nbformat.reads(nbformat.writes(source_nb), as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "markdown" and "## Question 3:" in c.source)
+    cell.source = cell.source.replace("(15 points)", "(16 points)")
+    with pytest.raises(assign.AssignError, match="q3: the heading says 16 points"):
+        assign.spec_dict(nb, assign.hidden_tests_source(nb))
+
+
+# ----------------------------------------------------------------------------- harvest + score, in process
+def _namespace(solved) -> dict:
+    """The notebook namespace after running every cell but the training one, with ``solved`` questions solved."""
+    nb = assign.student_notebook(assign.read_source(SOURCE), keep_solutions_for=solved)
+    ns = {"__name__": "__main__"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for cell in nb.cells:
+            if cell.cell_type == "code" and cell.id != "q5-train":
+                exec(compile(cell.source, f"<cell {cell.id}>", "exec"), ns)
+    return ns
+
+
+def _harvest(spec, ns, tmp_path, seed=0):
+    """Run the harvest code in ``ns`` (as the runner does, minus the sandbox) and read back the data."""
+    inputs = spec.make_inputs(seed)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(spec.harvest_code, "<harvest>", "exec"), ns)
+    finally:
+        os.chdir(cwd)
+    with np.load(tmp_path / "outputs.npz", allow_pickle=False) as f:
+        outputs = {k: f[k] for k in f.files}
+    meta = json.loads((tmp_path / "outputs.json").read_text())
+    return inputs, SimpleNamespace(outputs=outputs, meta=meta, status="ok")
+
+
+def _grade(spec, ns, tmp_path) -> dict:
+    inputs, result = _harvest(spec, ns, tmp_path)
+    return {q.name: q for q in spec.score(inputs, result)}
+
+
+def _stub_train(*args, **kwargs):  # keeps q5 out of the fast tests (it would train)
+    raise NotImplementedError("TODO: implement train_mlp")
+
+
+def test_solutions_of_q1_to_q4_score_full_marks_in_process(spec, tmp_path):
+    ns = _namespace({"q1", "q2", "q3", "q4"})
+    ns["train_mlp"] = _stub_train
+    graded = _grade(spec, ns, tmp_path)
+    assert {q: graded[q].points for q in POINTS} == dict(POINTS, q5=0), {q: graded[q].failed for q in graded}
+    assert graded["q5"].failed == ["accuracy (0/25): not attempted yet (TODO: implement train_mlp)"]
+
+
+def test_stubs_score_zero_and_say_not_attempted(spec, tmp_path):
+    graded = _grade(spec, _namespace(set()), tmp_path)
+    for q in POINTS:
+        assert graded[q].points == 0 and graded[q].passed == []
+        assert all("not attempted yet" in line for line in graded[q].failed), graded[q].failed
+
+
+def test_questions_are_graded_on_their_own(spec, tmp_path):
+    """q2 and q4 use relu/sigmoid/tanh: with question 1 unfinished they still get their points."""
+    ns = _namespace({"q2", "q4"})
+    ns["train_mlp"] = _stub_train
+    graded = _grade(spec, ns, tmp_path)
+    assert {q: graded[q].points for q in POINTS} == {"q1": 0, "q2": 15, "q3": 0, "q4": 25, "q5": 0}
+
+
+class SneakyTensor(torch.Tensor):
+    """Compares equal to anything."""
+
+    def __eq__(self, other):
+        return torch.ones_like(torch.Tensor(self), dtype=torch.bool)
+
+    __hash__ = torch.Tensor.__hash__
+
+
+CHEATS = {
+    "builtin": ("sigmoid", lambda x: torch.sigmoid(x), "calls torch's sigmoid"),
+    "builtin alias": ("tanh", lambda x, f=torch.nn.functional.tanh: f(x), "calls torch's tanh"),
+    "tensor method": ("relu", lambda x: x.relu(), "calls torch's relu"),
+    "naive tanh": ("tanh", lambda x: (1 - torch.exp(-2 * x)) / (1 + torch.exp(-2 * x)), "contains nan"),
+    "nan": ("sigmoid", lambda x: torch.full_like(x, float("nan")), "contains nan"),
+    "eq trick": ("relu", lambda x: torch.zeros_like(x).as_subclass(SneakyTensor), "returned a SneakyTensor"),
+    "numpy": ("relu", lambda x: np.maximum(x.numpy(), 0), "returned a ndarray"),
+    "float64 out": ("relu", lambda x: torch.clamp(x.double(), min=0), "has dtype torch.float64, expected torch.float32"),
+    "wrong shape": ("sigmoid", lambda x: (1 / (1 + torch.exp(-x))).reshape(-1), "has shape"),
+    "off by 1e-3": ("tanh", lambda x: torch.clamp(x, -1, 1) * 0 + 1e-3, "is wrong at"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHEATS))
+def test_hidden_tests_reject_wrong_or_tricky_values(spec, tmp_path, case):
+    name, fn, message = CHEATS[case]
+    ns = _namespace({"q1"})
+    ns[name] = fn
+    ns["train_mlp"] = _stub_train
+    graded = _grade(spec, ns, tmp_path)["q1"]
+    failed = [line for line in graded.failed if line.startswith(name + " ")]
+    assert len(failed) == 1 and message in failed[0], graded.failed
+    assert graded.points == 20 - spec.module.Q1["points"][name]
+
+
+def test_hidden_tests_reject_autograd_bool_and_wrong_shapes(spec, tmp_path):
+    ns = _namespace({"q1", "q2", "q3"})
+    ns["train_mlp"] = _stub_train
+
+    def sigmoid_grad(x):
+        x = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(ns["sigmoid"](x).sum(), x)
+        return g
+
+    ns["sigmoid_grad"] = sigmoid_grad
+    ns["relu_grad"] = lambda x: x > 0
+    ns["collapse"] = lambda W1, b1, W2, b2: (W1 @ W2, (b1 @ W2 + b2).reshape(1, -1))
+    graded = _grade(spec, ns, tmp_path)
+    q2 = "\n".join(graded["q2"].failed)
+    assert "sigmoid_grad uses autograd" in q2 and "has dtype torch.bool" in q2
+    assert graded["q2"].points == 5
+    assert "b of collapse" in graded["q3"].failed[0] and "has shape (1, 3), expected (3,)" in graded["q3"].failed[0]
+
+
+def test_verdict_comes_from_the_arrays_not_from_what_meta_claims(spec, tmp_path):
+    inputs, result = _harvest(spec, _namespace({"q1"}), tmp_path)
+    key = next(k for k in result.outputs if k.startswith("q1.sigmoid."))
+    result.outputs[key] = np.zeros_like(result.outputs[key]) + 0.5   # meta still says: fine, finite
+    result.outputs["q1.relu.x_special32"] = result.outputs["q1.relu.x_special32"].astype(object)
+    q1 = {q.name: q for q in spec.score(inputs, result)}["q1"]
+    assert q1.points == 7 and any(line.startswith("sigmoid") for line in q1.failed)
+    assert any("could not be read back" in line for line in q1.failed)
+
+
+def test_make_inputs_is_seeded_and_covers_the_edge_cases(spec):
+    a, b, c = spec.make_inputs(0), spec.make_inputs(0), spec.make_inputs(1)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+    xs = [v for k, v in a.items() if k.startswith("q1.x_")]
+    assert {str(x.dtype) for x in xs} == {"float32", "float64"}
+    assert any(x.size == 0 for x in xs) and any(x.size == 1 for x in xs)
+    assert any(np.isin([-100, 100], x).all() for x in xs)
+    with pytest.raises(ValueError, match="seed"):
+        spec.make_inputs(-1)
+
+
+# ------------------------------------------------------------------------------------------ public check()
+def test_check_prints_pass_for_the_solution_and_todo_for_stubs():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        check("q1", _namespace({"q1"}))
+        check("q1", _namespace(set()))
+    text = out.getvalue()
+    assert "q1: 5/5 public tests passed" in text and "q1: not attempted yet" in text
+    assert "TODO  relu keeps positive values and zeroes the others -- not attempted yet (implement relu)" in text
+    assert "Traceback" not in text
+
+
+def test_check_says_what_was_expected_and_what_came_back():
+    ns = _namespace({"q1", "q3"})
+    ns["tanh"] = lambda x: (1 - torch.exp(-2 * x)) / (1 + torch.exp(-2 * x))
+    ns["relu"] = lambda x: x.double().clamp(min=0)
+    ns["collapse"] = lambda W1, b1, W2, b2: [][1]
+    outcomes = {o.name: o for o in run_public_tests("q1", ns) + run_public_tests("q3", ns)}
+    stable = outcomes["sigmoid and tanh stay finite at x = -100 and x = 100"]
+    assert stable.status == "fail" and "tanh(x) contains nan" in stable.message
+    relu = outcomes["relu keeps positive values and zeroes the others"]
+    assert relu.status == "fail" and "should have dtype float32" in relu.message and "float64" in relu.message
+    small = outcomes["collapse gives the right W and b for a small example"]
+    assert small.status == "fail" and small.message.startswith("your code raised IndexError")
+    assert "Traceback" not in small.message
+
+
+# ---------------------------------------------------------------------- whole notebooks through the sandbox
+@pytest.fixture(scope="module")
+def graded_notebooks(tmp_path_factory):
+    """Solution, untouched student notebook, and one notebook per question with only that question solved."""
+    from grading_helpers import run_many
+
+    folder = tmp_path_factory.mktemp("lab-submissions")
+    source = assign.read_source(SOURCE)
+    paths = {"solution": SOURCE, "student": STUDENT}
+    for q in POINTS:
+        paths[f"only-{q}"] = folder / f"only_{q}.ipynb"
+        paths[f"only-{q}"].write_text(assign.dumps(assign.student_notebook(source, keep_solutions_for={q})))
+    spec = load_spec(LAB / "autograder")
+    return run_many({name: (lambda p=p: grade_notebook(p, spec=spec)) for name, p in paths.items()})
+
+
+@pytest.mark.slow
+def test_solution_scores_full_marks(graded_notebooks):
+    grade = graded_notebooks["solution"]
+    assert grade.status == "ok" and grade.cell_errors == [], grade.feedback_text
+    assert grade.points() == POINTS and grade.total == grade.max_total == 100, grade.feedback_text
+    assert "test accuracy 0." in grade.feedback_text
+
+
+@pytest.mark.slow
+def test_student_notebook_scores_zero_and_runs_without_crashing(graded_notebooks):
+    grade = graded_notebooks["student"]
+    assert grade.status == "ok" and grade.cell_errors == [], grade.feedback_text
+    assert grade.points() == {q: 0 for q in POINTS}, grade.feedback_text
+    assert grade.feedback_text.count("not attempted yet") == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", sorted(POINTS))
+def test_one_question_solved_scores_exactly_its_points(graded_notebooks, question):
+    grade = graded_notebooks[f"only-{question}"]
+    assert grade.status == "ok" and grade.cell_errors == [], grade.feedback_text
+    assert grade.points() == {q: (POINTS[q] if q == question else 0) for q in POINTS}, grade.feedback_text
