@@ -492,20 +492,22 @@ class NotebookDriver:
 
     # -- widgets ---------------------------------------------------------------------------------------
 
-    def move_first_control(self, index: int, timeout_ms: int = 60_000) -> WidgetMove:
-        """Move the cell's first slider one step (or pick another dropdown option) and wait for its output."""
+    def move_control(self, index: int, control: str, timeout_ms: int = 60_000) -> WidgetMove:
+        """Move the cell's first slider one step, or pick another option of its first dropdown; wait for the output.
+
+        ``control`` is "slider" (keyboard: ArrowRight, or ArrowLeft at the maximum) or "dropdown".
+        """
         cell = self.cell(index)
         before = self.driven_output(index)
         started = time.monotonic()
-        sliders = cell.locator(".widget-slider .noUi-handle")
-        if sliders.count():
-            handle = sliders.first
+        if control == "slider":
+            handle = cell.locator(".widget-slider .noUi-handle").first
             handle.scroll_into_view_if_needed()
             value = handle.get_attribute("aria-valuenow")
             at_max = float(value) >= float(handle.get_attribute("aria-valuemax"))
             handle.press("ArrowLeft" if at_max else "ArrowRight")
-            control, after_value = "slider", handle.get_attribute("aria-valuenow")
-        else:
+            after_value = handle.get_attribute("aria-valuenow")
+        elif control == "dropdown":
             select = cell.locator(".widget-dropdown select").first
             select.scroll_into_view_if_needed()
             value = select.input_value()
@@ -513,7 +515,9 @@ class NotebookDriver:
             if not options:
                 raise AssertionError(f"cell {index}: its dropdown has a single option, nothing to move")
             select.select_option(options[0])
-            control, after_value = "dropdown", select.input_value()
+            after_value = select.input_value()
+        else:
+            raise ValueError(f"control must be 'slider' or 'dropdown', got {control!r}")
         # The kernel answers the change, then the page redraws: poll until the output differs and is stable.
         deadline = time.monotonic() + timeout_ms / 1000
         changed, after = False, before

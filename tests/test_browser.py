@@ -212,7 +212,7 @@ def page_problems(reports, expected_figures=frozenset(), expected_widgets=frozen
 
 
 def exercise_widgets(driver, reports) -> tuple[list, list[str]]:
-    """Move one control in every widget cell; return the moves and the problems found."""
+    """In every widget cell move its first slider and its first dropdown; each must change what it drives."""
     moves, problems = [], []
     for r in reports:
         if r.widgetViews == 0:
@@ -220,15 +220,17 @@ def exercise_widgets(driver, reports) -> tuple[list, list[str]]:
         if not r.has_controls:
             problems.append(f"{r.headline()}: widget output without a slider or dropdown to move")
             continue
-        move = driver.move_first_control(r.index, WIDGET_TIMEOUT_MS)
-        moves.append(move)
-        if move.before_value == move.after_value:
-            problems.append(f"{r.headline()}: the {move.control} did not move (value stays {move.before_value})")
-        elif not move.output_changed:
-            problems.append(f"{r.headline()}: moving the {move.control} {move.before_value} -> "
-                            f"{move.after_value} did not change its output ({move.detail})")
+        controls = ["slider"] * bool(r.sliders) + ["dropdown"] * bool(r.dropdowns)
+        for control in controls:
+            move = driver.move_control(r.index, control, WIDGET_TIMEOUT_MS)
+            moves.append(move)
+            if move.before_value == move.after_value:
+                problems.append(f"{r.headline()}: the {control} did not move (value stays {move.before_value})")
+            elif not move.output_changed:
+                problems.append(f"{r.headline()}: moving the {control} {move.before_value} -> "
+                                f"{move.after_value} did not change its output ({move.detail})")
     after = {r.index: r for r in driver.cell_reports()}
-    for move in moves:
+    for move in {m.cell: m for m in moves}.values():
         r = after[move.cell]
         if r.domTracebacks:
             problems.append(f"{r.headline()}: after moving its {move.control}: {r.domTracebacks[0][:300]!r}")
@@ -265,7 +267,7 @@ def test_harness_smoke_notebook(driver):
         assert widget_cell.widgetViews == 1 and widget_cell.sliders == 1 and widget_cell.dropdowns == 1
         assert "width=4 kind=line" in widget_cell.text and widget_cell.images == 1
 
-        slider_move = driver.move_first_control(widget_cell.index, WIDGET_TIMEOUT_MS)
+        slider_move = driver.move_control(widget_cell.index, "slider", WIDGET_TIMEOUT_MS)
         assert (slider_move.control, slider_move.before_value, slider_move.after_value) == ("slider", "4.0", "5.0")
         assert slider_move.output_changed, slider_move.detail
         select = driver.cell(widget_cell.index).locator(".widget-dropdown select")
@@ -406,8 +408,9 @@ def test_course_notebooks_present():
     assert LAB_NOTEBOOK in course_notebooks(), f"{LAB_NOTEBOOK} is missing"
 
 
-def test_work_tree_notebooks_unmodified(work_tree_before):
+def test_work_tree_notebooks_unmodified(work_tree_before, served_root):
     """The browser ran on a copy: the work tree's notebooks/ and lab/ are byte for byte as before."""
+    assert REPO not in served_root.parents, f"JupyterLab served {served_root}, inside the work tree"
     after = tree_hashes()
     changed = sorted(p for p, digest in work_tree_before.items() if after.get(p) != digest)
     checkpoints = sorted(p for p in after if ".ipynb_checkpoints" in p and p not in work_tree_before)
