@@ -1,9 +1,15 @@
-"""The program that runs *inside* the sandbox: a notebook's code cells one by one, then the harvest code.
+"""The program that runs *inside* the sandbox: a warm server that forks one process per submission.
 
-Started by ``coursekit.grading.runner`` as ``python -I -B child.py job.json`` in the submission's folder.
-It only reports; nothing it says is trusted for points (the grader recomputes everything from the data
-that the harvest code writes). Events go, one JSON object per line, to the file descriptor named by
-``$COURSEKIT_EVENT_FD``.
+``python -I -B -u child.py --serve`` (started by ``coursekit.grading.sandbox.Zygote``) imports torch,
+coursekit, d2l and matplotlib and loads Fashion-MNIST once, then reads one job per line on stdin. For each
+job it forks a process that drops to the job's own unprivileged uid (with the job's limits), sends its
+output to ``output.txt`` and its events to ``events.jsonl`` in the job's folder, and runs the notebook's
+code cells one by one, then the harvest code. The server reports ``{"started": job, "pid": ...}`` and
+``{"exit": job, "status": ...}`` on stdout. Forking a warm process instead of starting Python, torch and
+d2l for each submission is what makes a class fast to grade.
+
+Nothing a job says is trusted for points (the grader recomputes everything from the data that the
+harvest code writes); its events only tell the grader which cell runs, for time limits and feedback.
 
 Each cell: compiled on its own (a syntax error fails that cell only), run with a soft time limit (SIGALRM
 raises ``CellTimeout``; the grader kills the process if the cell swallows it), every exception caught,
@@ -14,19 +20,21 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 import types
 
 MAIN_PID = os.getpid()
-_EVENT_FD = os.dup(int(os.environ.pop("COURSEKIT_EVENT_FD")))
+T_START = time.monotonic()
+_EVENT_FD = [None]
 _MAX_TEXT = 1500
 
 
 def emit(**event):
     line = json.dumps(event)[:8000] + "\n"
     try:
-        os.write(_EVENT_FD, line.encode())
-    except OSError:
+        os.write(_EVENT_FD[0], line.encode())
+    except (OSError, TypeError):
         pass
 
 
@@ -81,6 +89,13 @@ class _FakeIPython:
         return lambda *args, **kwargs: None
 
 
+def _output_size() -> int:
+    try:
+        return os.fstat(1).st_size
+    except OSError:
+        return 0
+
+
 def _kill_strays():
     """Kill processes a cell left behind (a fork bomb's children); only with a uid of our own."""
     try:
@@ -118,13 +133,9 @@ def main(job_path):
     # past RLIMIT_FSIZE a write fails with an OSError in the cell instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     sys.argv = ["notebook"]
-    import numpy  # noqa: F401  (the harvest needs it; loaded before any student code runs)
-    try:        # loaded here, outside the cells' time limits: every lab notebook imports it first thing
-        import torch  # noqa: F401
-    except ImportError:
-        pass
     ns = {"__name__": "__main__", "__builtins__": builtins, "display": _display,
           "get_ipython": lambda: _FakeIPython()}
+    emit(event="ready", seconds=round(time.monotonic() - T_START, 3))
     skip = {int(k): v for k, v in job.get("skip", {}).items()}
     cell_timeout = float(job["cell_timeout"])
     for cell in job["cells"]:
@@ -133,6 +144,8 @@ def main(job_path):
             emit(event="skip", cell=i, reason=skip[i])
             continue
         emit(event="start", cell=i)
+        t0 = time.monotonic()
+        out_before = _output_size()
         status, error = "ok", None
         try:
             code = compile(cell["source"], f"<cell {i + 1}>", "exec")
@@ -155,13 +168,17 @@ def main(job_path):
                 signal.setitimer(signal.ITIMER_REAL, 0)
         if os.getpid() != MAIN_PID:        # a forked copy of this process: it must not go on
             os._exit(1)
+        out_limit = job.get("output_limit_bytes")
+        if out_limit and out_before < out_limit <= _output_size() and status != "timeout":
+            status, error = "output-limit", (f"printed more than {out_limit / 2**20:g} MiB of output; "
+                                             "what came after was cut off")
         if job.get("kill_strays"):
             _kill_strays()
-        emit(event="end", cell=i, status=status, error=error)
+        emit(event="end", cell=i, status=status, error=error, seconds=round(time.monotonic() - t0, 3))
         sys.stdout.flush()
         sys.stderr.flush()
 
-    emit(event="harvest-start")
+    emit(event="harvest-start", seconds=round(time.monotonic() - T_START, 3), out=_output_size())
     _HARVEST_CALL_S = float(job.get("harvest_call_timeout", 10.0))
     for name, value in list(ns.items()):
         code = getattr(value, "__code__", None)
@@ -178,11 +195,133 @@ def main(job_path):
         signal.setitimer(signal.ITIMER_REAL, 0)
     if os.getpid() != MAIN_PID:
         os._exit(1)
-    emit(event="harvest-end", status=status, error=error)
+    emit(event="harvest-end", status=status, error=error, seconds=round(time.monotonic() - T_START, 3))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)      # skip interpreter teardown: atexit hooks and __del__ of student objects
 
 
+# ----------------------------------------------------------------------------------------- the server
+
+PRELOAD = ["numpy", "torch", "matplotlib.pyplot", "d2l.torch", "coursekit"]
+
+
+def _preload():
+    """Import what every lab notebook imports, and load the data set, once for all jobs."""
+    import importlib
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:       # noqa: BLE001 (a missing optional package: the job imports it or fails)
+            print(f"preload of {name} failed: {exc}", file=sys.stderr)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except Exception:      # noqa: BLE001
+        pass
+    try:
+        import coursekit
+        coursekit.load_fashion_mnist(download=False)
+    except Exception as exc:      # noqa: BLE001
+        print(f"Fashion-MNIST not preloaded: {exc}", file=sys.stderr)
+
+
+def _reseed():
+    import random
+    random.seed(0)
+    try:
+        import numpy
+        numpy.random.seed(0)
+        import torch
+        torch.manual_seed(0)
+    except Exception:       # noqa: BLE001
+        pass
+
+
+def _run_job(cmd):
+    """In the forked process: become the job (its uid, limits, folder, output), run it, never return."""
+    global MAIN_PID, T_START
+    try:
+        import resource
+        os.setsid()
+        lim = cmd["rlimits"]
+        for name, value in lim.items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+        uid = cmd.get("uid")
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)      # drops every capability: from here on the process is an ordinary user
+        # opened as the job's uid, which owns them (the server has no right to its folder)
+        out = os.open(cmd["output"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        ev = os.open(cmd["events"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        for fd in (null, out):
+            os.close(fd)
+        _EVENT_FD[0] = ev
+        os.chdir(cmd["dir"])
+        os.environ.clear()
+        os.environ.update(cmd["env"])
+        MAIN_PID, T_START = os.getpid(), time.monotonic()
+        _reseed()
+        main(cmd["job"])
+    except BaseException as exc:        # noqa: BLE001
+        try:
+            os.write(2, f"grading process failed to start: {exc!r}\n".encode())
+        finally:
+            os._exit(70)
+    os._exit(0)
+
+
+def serve():
+    import select
+    _preload()
+    out = os.dup(1)
+    os.dup2(2, 1)       # stray prints from the server go to its stderr, not into the job protocol
+
+    def report(**msg):
+        os.write(out, (json.dumps(msg) + "\n").encode())
+
+    jobs = {}
+    report(ready=True, seconds=round(time.monotonic() - T_START, 3))
+    buf = b""
+    while True:
+        while jobs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            job = jobs.pop(pid, None)
+            if job is not None:
+                code = os.waitstatus_to_exitcode(status)
+                report(exit=job, code=code)
+        ready, _, _ = select.select([0], [], [], 0.05)
+        if not ready:
+            continue
+        data = os.read(0, 65536)
+        if not data:
+            return
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            cmd = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                os.close(out)
+                _run_job(cmd)
+            jobs[pid] = cmd["id"]
+            report(started=cmd["id"], pid=pid)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        sys.exit("usage: child.py --serve   (started by coursekit.grading.sandbox.Zygote)")

@@ -5,9 +5,10 @@
 
 1. reads the notebook in the grader (corrupt JSON, a missing ``cells`` list: status ``invalid-notebook``);
 2. makes a fresh folder that holds only the submission, ``inputs.npz`` and the job description;
-3. runs ``coursekit/grading/child.py`` there in the sandbox (``coursekit.grading.sandbox``): every code cell
-   in order, each with its own time limit, going on past a cell that fails; then ``harvest_code``, which
-   writes ``outputs.npz`` and ``outputs.json``;
+3. has the warm grading server (``coursekit.grading.sandbox.Zygote``, shared by every submission this
+   process grades) fork a process for it, under a uid of its own, in the sandbox: every code cell in order,
+   each with its own time limit, going on past a cell that fails; then ``harvest_code``, which writes
+   ``outputs.npz`` and ``outputs.json``;
 4. if a cell ends the process (``os._exit``, a time limit, memory, output), starts a fresh process that
    skips that cell, so what worked before and after still counts (at most ``limits.max_restarts`` times);
 5. reads ``outputs.npz`` with ``allow_pickle=False`` and ``outputs.json`` size-capped, never following a
@@ -17,12 +18,13 @@ IPython magics (``%matplotlib``, ``!pip``) do not run: their lines are left out 
 """
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
 import shutil
 import stat
-import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -35,7 +37,6 @@ from coursekit.grading.sandbox import Limits
 
 __all__ = ["ExecutionResult", "Limits", "execute_submission", "notebook_code_cells"]
 
-CHILD = Path(__file__).resolve().parent / "child.py"
 MAX_NOTEBOOK_MB = 16
 MAX_META_BYTES = 256 * 1024
 MAX_OUTPUTS_MB = 64
@@ -54,6 +55,8 @@ class ExecutionResult:
     notes: list = field(default_factory=list)          # things the student should know (magics left out, ...)
     cells_run: int = 0                                 # code cells that finished (with or without an error)
     cells_total: int = 0
+    cell_seconds: dict = field(default_factory=dict)    # cell index -> seconds it ran (last attempt)
+    events: list = field(default_factory=list)         # the child's events (untrusted; for timing/debugging)
     harvested: bool = False                            # the harvest code ran to its end
     attempts: int = 0
     wall_s: float = 0.0
@@ -183,6 +186,9 @@ class _Tracker:
         self.since = 0.0
         self.ended = {}              # cell -> (status, error)
         self.harvest_end = None
+        self.seconds = {}
+        self.raw = []
+        self.out_at_harvest = 0
         # after the soft limit (SIGALRM in the cell) a little time to unwind before the process is killed
         self.grace = min(5.0, max(1.0, limits.cell_timeout / 2))
 
@@ -194,14 +200,19 @@ class _Tracker:
                 kind = ev.get("event")
             except (ValueError, AttributeError):
                 continue
+            if len(self.raw) < 500:
+                self.raw.append(ev)
             if kind == "start" and isinstance(ev.get("cell"), int):
                 self.current, self.since = ev["cell"], elapsed
             elif kind == "end" and isinstance(ev.get("cell"), int):
                 err = ev.get("error")
                 self.ended[ev["cell"]] = (str(ev.get("status")), str(err)[:MAX_ERROR_CHARS] if err else None)
+                self.seconds[ev["cell"]] = ev.get("seconds")
                 self.current = None
             elif kind == "harvest-start":
                 self.current, self.since = "harvest", elapsed
+                out = ev.get("out")
+                self.out_at_harvest = out if isinstance(out, int) else 0
             elif kind == "harvest-end":
                 self.harvest_end = (str(ev.get("status")), str(ev.get("error") or "")[:MAX_ERROR_CHARS])
                 self.current = None
@@ -228,6 +239,32 @@ def _reason_text(killed_for, returncode, limits: Limits) -> tuple[str, str]:
     return "killed", f"the Python process ended (exit code {returncode}), e.g. by os._exit()"
 
 
+_ZYGOTE = [None]
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def warm_server() -> sandbox.Zygote:
+    """The grading server shared by every submission this process grades (started on first use)."""
+    with _ZYGOTE_LOCK:
+        z = _ZYGOTE[0]
+        if z is None or not z.alive():
+            if z is not None:
+                z.close()
+            z = _ZYGOTE[0] = sandbox.Zygote()
+            if not getattr(warm_server, "_registered", False):
+                atexit.register(shutdown_server)
+                warm_server._registered = True
+        return z
+
+
+def shutdown_server():
+    """Stop the shared grading server (it is started again when needed)."""
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE[0] is not None:
+            _ZYGOTE[0].close()
+            _ZYGOTE[0] = None
+
+
 def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: Limits | None = None) -> ExecutionResult:
     """Run a notebook's cells and ``harvest_code`` in the sandbox; return the harvested data. Never raises for
     anything the submission does; a bad notebook file gives status ``invalid-notebook``."""
@@ -244,31 +281,113 @@ def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: L
         return result
     result.notes = notes
     result.cells_total = len(sources)
-    base = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))     # 0700, the grader's own
-    try:
-        with sandbox.UidSlot() as slot:
-            _run_attempts(base, notebook_path, sources, harvest_code, inputs, limits, slot.uid, result, started)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with sandbox.UidSlot() as slot:
+        _run_attempts(notebook_path, sources, harvest_code, inputs, limits, slot.uid, result, started)
     result.wall_s = time.monotonic() - started
     return result
 
 
-def _prepare_workdir(base: Path, notebook_path: Path, job: dict, inputs: dict) -> Path:
-    workdir = base / "w"
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(mode=0o700)
-    shutil.copyfile(notebook_path, workdir / "submission.ipynb")
-    np.savez(workdir / "inputs.npz", **{k: np.asarray(v) for k, v in inputs.items()})
-    (workdir / "job.json").write_text(json.dumps(job))
-    return workdir
+def _make_file(path: Path, uid, data: bytes = b"", mode=0o600):
+    path.write_bytes(data)
+    if uid is not None:
+        os.chown(path, uid, uid)
+    path.chmod(mode)
 
 
-def _run_attempts(base, notebook_path, sources, harvest_code, inputs, limits, uid, result, started):
-    mode = sandbox.isolation_mode()
-    ro = sandbox.readable_paths() if mode == "bwrap" else ()
-    env = sandbox.sandbox_env()
+def _read_head_tail(fd, keep: int) -> str:
+    size = os.fstat(fd).st_size
+    if size <= keep:
+        return os.pread(fd, keep, 0).decode(errors="replace")
+    head = os.pread(fd, keep // 2, 0).decode(errors="replace")
+    tail = os.pread(fd, keep // 2, size - keep // 2).decode(errors="replace")
+    return f"{head}\n[... {size - keep} bytes of output left out ...]\n{tail}"
+
+
+class _EventReader:
+    """Reads the job's events file through the grader's own descriptor (a replaced file is not followed)."""
+
+    def __init__(self, fd):
+        self.fd, self.buf, self.lines, self.read_bytes = fd, b"", [], 0
+
+    def poll(self):
+        while self.read_bytes < (1 << 20):
+            data = os.read(self.fd, 65536)
+            if not data:
+                break
+            self.read_bytes += len(data)
+            self.buf += data
+            *lines, self.buf = self.buf.split(b"\n")
+            self.lines.extend(line.decode(errors="replace") for line in lines if line)
+        return self.lines
+
+
+def _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits, job, remaining, tracker):
+    """One fresh process for the notebook. Returns (killed_for, exit code, output text, job folder)."""
+    job_id, host, inside = z.new_job(uid)
+    shutil.copyfile(notebook_path, host / "submission.ipynb")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in inputs.items()})
+    _make_file(host / "inputs.npz", uid, buf.getvalue(), 0o644)
+    _make_file(host / "job.json", uid, json.dumps(job).encode(), 0o644)
+    _make_file(host / "output.txt", uid)
+    _make_file(host / "events.jsonl", uid)
+    if uid is not None:
+        os.chown(host / "submission.ipynb", uid, uid)
+    out_fd = os.open(host / "output.txt", os.O_RDONLY | os.O_NOFOLLOW)
+    ev_fd = os.open(host / "events.jsonl", os.O_RDONLY | os.O_NOFOLLOW)
+    events = _EventReader(ev_fd)
+    cmd = {"id": job_id, "dir": inside, "job": "job.json", "output": f"{inside}/output.txt",
+           "events": f"{inside}/events.jsonl", "uid": uid if z.mode != "none" else None,
+           "rlimits": sandbox.job_rlimits(limits, uid is not None and z.mode != "none"),
+           "env": sandbox.job_env(inside)}
+    job_uid = cmd["uid"]
+    start = time.monotonic()
+    killed_for, pid = None, None
+    try:
+        pid = z.start(cmd)
+        last_mem = 0.0
+        while True:
+            elapsed = time.monotonic() - start
+            reason = tracker(events.poll(), elapsed)
+            code = z.exit_code(job_id)
+            if code is not None:
+                break
+            if reason is None:
+                if elapsed > remaining:
+                    reason = "timeout"
+                elif not z.alive():
+                    reason = "server"
+                elif elapsed - last_mem >= 0.2:
+                    last_mem = elapsed
+                    if sandbox.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
+                        reason = "memory"
+            if reason is not None:
+                killed_for = reason
+                sandbox.kill_job(job_uid, pid)
+                z.wait_exit(job_id, 10)
+                break
+            time.sleep(0.05)
+    except sandbox.ZygoteError:
+        killed_for = "server"
+    finally:
+        if pid is not None:
+            sandbox.kill_job(job_uid, pid)      # strays: what the job left running
+        tracker(events.poll(), time.monotonic() - start)
+        code = z.exit_code(job_id)
+        output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
+        os.close(out_fd)
+        os.close(ev_fd)
+        z.forget(job_id)
+    return killed_for, code, output, host
+
+
+def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, result, started):
+    try:
+        z = warm_server()
+    except sandbox.ZygoteError as exc:
+        result.status = "kernel-died"
+        result.cell_errors.append(f"the grading server could not start: {exc}")
+        return
     skip: dict[int, str] = {}
     finished: dict[int, tuple] = {}
     worst = "ok"
@@ -285,58 +404,58 @@ def _run_attempts(base, notebook_path, sources, harvest_code, inputs, limits, ui
         job = {"cells": [{"index": i, "source": s} for i, s in enumerate(sources)],
                "skip": {str(k): v for k, v in skip.items()}, "harvest": harvest_code,
                "cell_timeout": limits.cell_timeout, "harvest_call_timeout": call_timeout,
-               "kill_strays": mode != "none"}
-        workdir = _prepare_workdir(base, notebook_path, job, inputs)
+               "kill_strays": z.mode != "none", "output_limit_bytes": limits.max_output_total_mb << 20}
         tracker = _Tracker(limits, harvest_timeout)
-        argv = [os.path.join(sys_prefix_bin(), "python"), "-I", "-B", str(CHILD), "job.json"]
-        out = sandbox.run(argv, workdir, limits=limits, env=env, timeout=remaining, ro_paths=ro, watch=tracker, uid=uid)
-        tracker(out.events, out.wall_s)        # the last events
-        logs.append(out.output)
-        finished.update(tracker.ended)
-        if tracker.harvest_end is not None:
-            h_status, h_error = tracker.harvest_end
-            if h_status != "ok":
-                result.cell_errors.append(f"grading code: {h_error.strip().splitlines()[-1] if h_error else 'failed'}")
-            result.harvested = True
-            outputs, meta, problems = _load_outputs(workdir)
-            result.outputs, result.meta = outputs, meta
-            result.cell_errors.extend(problems)
+        killed_for, code, output, host = _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits,
+                                                  job, remaining, tracker)
+        try:
+            logs.append(output)
+            finished.update(tracker.ended)
+            result.cell_seconds.update(tracker.seconds)
+            result.events.extend(tracker.raw)
+            if tracker.harvest_end is not None:
+                h_status, h_error = tracker.harvest_end
+                if h_status != "ok":
+                    last = h_error.strip().splitlines()[-1] if h_error.strip() else "failed"
+                    result.cell_errors.append(f"grading code: {last}")
+                result.harvested = True
+                outputs, meta, problems = _load_outputs(host)
+                result.outputs, result.meta = outputs, meta
+                result.cell_errors.extend(problems)
+                break
+            if killed_for == "server":
+                worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
+                result.cell_errors.append("the grading server died while running this notebook")
+                break
+            status, words = _reason_text(killed_for, code, limits)
+            worst = max(worst, status, key=STATUS_ORDER.index)
+            if isinstance(tracker.current, int):
+                # that cell ended the process: start again without it
+                skip[tracker.current] = words
+                finished[tracker.current] = ("killed", words + "; the notebook was run again without this cell")
+                continue
+            if tracker.current == "harvest":
+                result.cell_errors.append(f"grading the functions: {words}")
+                break
+            if killed_for == "timeout" and tracker.ended:
+                result.cell_errors.append(
+                    f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
+                break
+            worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
+            result.cell_errors.append(f"the notebook's process did not start ({words}): {output[-500:]}")
             break
-        status, words = _reason_text(out.killed_for, out.returncode, limits)
-        worst = max(worst, status, key=STATUS_ORDER.index)
-        if isinstance(tracker.current, int):
-            # that cell ended the process: start again without it
-            skip[tracker.current] = words
-            finished[tracker.current] = ("killed", words + "; the notebook was run again without this cell")
-            continue
-        if tracker.current == "harvest":
-            result.cell_errors.append(f"grading the functions: {words}")
-            # what was written before the end may still be read
-            outputs, meta, problems = _load_outputs(workdir)
-            result.outputs, result.meta = outputs, meta
-            break
-        if out.killed_for == "timeout" and tracker.current is None and tracker.ended:
-            result.cell_errors.append(f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
-            break
-        worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
-        result.cell_errors.append(f"Python did not start in the sandbox ({words}): {out.output[-500:]}")
-        break
+        finally:
+            shutil.rmtree(host, ignore_errors=True)
     else:
         result.cell_errors.append(f"gave up after {limits.max_restarts + 1} fresh starts")
     cell_msgs = []
     for i in sorted(finished):
         st, err = finished[i]
-        if st == "timeout":
-            worst = max(worst, "timeout", key=STATUS_ORDER.index)
+        if st in ("timeout", "output-limit"):
+            worst = max(worst, st, key=STATUS_ORDER.index)
         if st != "ok":
             cell_msgs.append(f"cell {i + 1}: {err}")
     result.cell_errors = cell_msgs + result.cell_errors
-    result.cells_run = sum(1 for st, _ in finished.values() if st in ("ok", "error"))
+    result.cells_run = sum(1 for st, _ in finished.values() if st != "killed")
     result.status = worst
     result.log = "\n".join(logs)[-(limits.max_output_kb * 1024):]
-
-
-def sys_prefix_bin() -> str:
-    """The folder of the Python that grades: its venv's bin (the same path inside the sandbox)."""
-    import sys
-    return os.path.join(sys.prefix, "bin")

@@ -1,29 +1,32 @@
-"""Run an untrusted command in a sandbox: a process tree of its own, a folder of its own, limits.
+"""Where untrusted notebook code runs: a sandboxed warm server that forks one process per job.
+
+``Zygote`` starts ``coursekit/grading/child.py --serve`` once (torch, d2l, the data set loaded), in the
+sandbox; each job is a fork of it that drops to a uid of its own, in a folder of its own, with limits.
 
 Isolation, the strongest this machine allows (``isolation_mode()`` says which):
 
 ``"bwrap"``  (root with bubblewrap) a mount namespace in which only the system (``/usr``, ``/etc``),
     Python, the virtual environment, the ``coursekit`` package and the dataset are visible, read-only,
-    plus the work folder (read-write) and a small private ``/tmp``; no network, its own process
-    namespace; the command runs as an unprivileged uid with no capabilities. The repository (solutions,
-    hidden tests) and the grader's output folder do not exist in there.
-``"uid"``    (root without bubblewrap) the command drops to an unprivileged uid; the grader's own folders
+    plus the job folders (each 0700, owned by its job's uid); no network, its own process namespace;
+    each job runs as an unprivileged uid with no capabilities. The repository (solutions, hidden tests)
+    and the grader's output folder do not exist in there.
+``"uid"``    (root without bubblewrap) each job drops to an unprivileged uid; the grader's own folders
     must be unreadable to it (0700), which ``check_unreadable`` verifies.
 ``"none"``   (not root, no bubblewrap) a plain subprocess with limits only. Good for a student's own
     machine, not for grading untrusted code.
 
 Limits on every run: wall-clock time, memory (``RLIMIT_DATA`` per process and a watchdog on the resident
-memory of the whole sandbox), number of processes (``RLIMIT_NPROC`` under the sandbox's own uid), size of
-any file written (``RLIMIT_FSIZE``), output size (what is kept, and a ceiling that ends the run). A run
-that hits a limit is killed with every process it started.
+memory of all the job's processes), number of processes (``RLIMIT_NPROC`` under the job's own uid), size
+of any file written (``RLIMIT_FSIZE``, the output file included), output size (what is kept; a cell that
+prints more than the ceiling fails). A job
+that hits a limit is killed with every process it started (all processes of its uid).
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-import pwd
 import resource
-import selectors
 import shutil
 import signal
 import subprocess
@@ -31,11 +34,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 SANDBOX_UID_BASE = 61000    # uids SANDBOX_UID_BASE .. +255: one per sandbox running at the same time
 SANDBOX_UID_SLOTS = 256
-INSIDE_WORKDIR = "/submission"
+INSIDE_SPOOL = "/spool"
 LOCK_DIR = Path("/run/coursekit-sandbox") if os.geteuid() == 0 else None
 
 
@@ -49,7 +51,7 @@ class Limits:
     max_processes: int = 64             # processes and threads of the sandbox's uid
     max_file_mb: int = 64               # largest file it may write
     max_output_kb: int = 64             # output kept for the feedback (head and tail)
-    max_output_total_mb: int = 16       # output beyond this ends the run
+    max_output_total_mb: int = 16       # a cell that prints more fails (printing past max_file_mb raises)
     max_restarts: int = 4               # fresh processes after a cell that killed its process
 
     def __post_init__(self):
@@ -59,18 +61,6 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_restarts < 0:
             raise ValueError(f"Limits.max_restarts must be >= 0, got {self.max_restarts!r}")
-
-
-@dataclass
-class RunOutcome:
-    """How a sandboxed run ended."""
-    returncode: int | None
-    killed_for: str | None          # "timeout", "memory", "output" or a reason given by ``watch``; None if it ended
-    output: str                     # stdout+stderr, head and tail kept
-    output_bytes: int               # how much it wrote in all
-    events: list = field(default_factory=list)   # raw lines from the event channel (untrusted)
-    wall_s: float = 0.0
-    peak_rss_mb: float = 0.0
 
 
 def is_root() -> bool:
@@ -205,7 +195,7 @@ def _sandbox_memory_mb(root_pid, uid, limit_mb) -> float:
     """Memory of the sandbox's processes in MiB: the resident size, or the proportional size when the
     resident sum is over the limit (forked copies share most of their pages)."""
     table = _proc_table()
-    pids = [p for p in _tree_pids(table, root_pid, uid) if p != root_pid]
+    pids = list(_tree_pids(table, root_pid, uid))
     rss = sum(table[p][2] for p in pids) / 1024
     if rss <= limit_mb or len(pids) <= 1:
         return rss
@@ -260,11 +250,14 @@ def readable_paths(extra=()) -> list[Path]:
     return [p for p in out if not any(q != p and q in p.parents for q in out)]
 
 
-def bwrap_command(argv, workdir: Path, uid: int, limits: Limits, ro_paths) -> list[str]:
+def bwrap_command(argv, spool: Path, ro_paths) -> list[str]:
+    """bubblewrap around the warm server: read-only system, Python, venv, coursekit, dataset; the spool
+    (job folders) read-write at /spool; a root-owned /tmp no job can write; no network; own pid namespace.
+    The server keeps only CAP_SETUID and CAP_SETGID, to hand each job its own uid."""
     cmd = [bwrap_path(),
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
            "--proc", "/proc", "--dev", "/dev",
-           "--size", str(256 << 20), "--perms", "1777", "--tmpfs", "/tmp"]
+           "--size", str(64 << 20), "--perms", "0755", "--tmpfs", "/tmp"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = Path("/") / name
         if p.is_symlink():
@@ -274,46 +267,16 @@ def bwrap_command(argv, workdir: Path, uid: int, limits: Limits, ro_paths) -> li
     made = {Path("/usr"), Path("/etc"), Path("/tmp"), Path("/proc"), Path("/dev")}
     for p in ro_paths:
         for a in _ancestors(p):
-            if a not in made:      # bwrap would make them 0700, which the uid could not cross
+            if a not in made:      # bwrap would make them 0700, which the jobs' uids could not cross
                 cmd += ["--perms", "0755", "--dir", str(a)]
                 made.add(a)
         cmd += ["--ro-bind", str(p), str(p)]
         made.add(p)
-    cmd += ["--bind", str(workdir), INSIDE_WORKDIR, "--chdir", INSIDE_WORKDIR,
+    cmd += ["--bind", str(spool), INSIDE_SPOOL, "--chdir", INSIDE_SPOOL,
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session",
-            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
-            shutil.which("setpriv") or "/usr/bin/setpriv",
-            f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-            "--"]
+            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
     return cmd + list(argv)
-
-
-def _child_setup(limits: Limits, uid: int | None, mode: str):
-    """Runs in the forked child before exec: limits, then (mode "uid") the unprivileged uid."""
-    def setup():
-        os.setsid()
-        mb = 1 << 20
-        # RLIMIT_AS would break importing a CUDA build of torch (it maps large virtual areas); DATA does not.
-        data = max(limits.memory_mb, 1536) * mb
-        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_mb * mb, limits.max_file_mb * mb))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        cpu = int(limits.submission_timeout) + 30
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-        if uid is not None:
-            # NPROC counts per uid; root ignores it, so it bites only after the uid switch
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        if mode == "uid":
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        try:        # die with the grader
-            import ctypes
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
-        except Exception:
-            pass
-    return setup
 
 
 def check_unreadable(paths, uid: int) -> list[str]:
@@ -330,125 +293,183 @@ def check_unreadable(paths, uid: int) -> list[str]:
     return readable
 
 
-def sandbox_env(extra: dict | None = None, workdir_inside: str = INSIDE_WORKDIR) -> dict:
-    """A clean environment: nothing of the grader's leaks in, one thread, no GPU, a headless matplotlib."""
+def job_env(workdir_inside: str) -> dict:
+    """A job's environment: nothing of the grader's leaks in, one thread, no GPU, a headless matplotlib."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": workdir_inside,
         "LANG": "C.UTF-8",
-        "TMPDIR": "/tmp" if isolation_mode() == "bwrap" else workdir_inside,
+        "TMPDIR": workdir_inside,
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": f"{workdir_inside}/.config/matplotlib",
         "XDG_CACHE_HOME": f"{workdir_inside}/.cache",
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
         "PYTHONHASHSEED": "0",
     }
     if os.environ.get("COURSEKIT_DATA"):
         env["COURSEKIT_DATA"] = os.environ["COURSEKIT_DATA"]
-    env.update(extra or {})
     return env
 
 
-def run(argv, workdir, *, limits: Limits, env: dict, timeout: float, ro_paths=(),
-        watch: Callable[[list, float], str | None] | None = None, uid: int | None = None) -> RunOutcome:
-    """Run ``argv`` in the sandbox with ``workdir`` as its folder and current directory.
+def job_rlimits(limits: Limits, with_uid: bool) -> dict:
+    mb = 1 << 20
+    # RLIMIT_AS would break a CUDA build of torch (it maps large virtual areas); DATA does not.
+    out = {"RLIMIT_DATA": max(limits.memory_mb, 1536) * mb,
+           "RLIMIT_FSIZE": limits.max_file_mb * mb,
+           "RLIMIT_CORE": 0,
+           "RLIMIT_CPU": int(limits.submission_timeout) + 30}
+    if with_uid:      # NPROC counts per uid (root ignores it): it bites only under the job's own uid
+        out["RLIMIT_NPROC"] = limits.max_processes
+    return out
 
-    ``argv[0]`` is a path that exists inside the sandbox too (e.g. the venv's python). The child gets a pipe
-    for events as the file descriptor named by ``$COURSEKIT_EVENT_FD``; ``watch(events, elapsed)`` is called
-    as they come and may return a reason to kill the run. Every process of the run is gone when this returns.
+
+class ZygoteError(RuntimeError):
+    """The warm server could not start or died."""
+
+
+class Zygote:
+    """The warm server (``child.py --serve``) in its sandbox, and the job folders ("spool") it works in.
+
+    Thread-safe: several jobs may run at once, each in its own folder with its own uid.
     """
-    workdir = Path(workdir)
-    mode = isolation_mode()
-    if mode in ("bwrap", "uid") and uid is None:
-        raise ValueError("a sandbox uid is needed as root (use UidSlot)")
-    if mode != "none":
-        os.chown(workdir, uid, uid)
-        workdir.chmod(0o700)
-    ev_r, ev_w = os.pipe()
-    env = dict(env, COURSEKIT_EVENT_FD=str(ev_w))
-    if mode == "bwrap":
-        cmd = bwrap_command(argv, workdir, uid, limits, ro_paths)
-    else:
-        cmd = list(argv)
-        env = {k: (v.replace(INSIDE_WORKDIR, str(workdir)) if isinstance(v, str) else v) for k, v in env.items()}
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, pass_fds=(ev_w,),
-                            preexec_fn=_child_setup(limits, uid if mode != "none" else None, mode))
-    os.close(ev_w)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, "out")
-    sel.register(ev_r, selectors.EVENT_READ, "ev")
-    keep = limits.max_output_kb * 1024
-    head, tail, total = bytearray(), bytearray(), 0
-    ev_buf, events = b"", []
-    killed_for, peak = None, 0.0
-    open_streams = 2
-    last_mem_check = 0.0
-    while True:
-        for key, _ in sel.select(timeout=0.1):
-            data = os.read(key.fd, 65536)
-            if not data:
-                sel.unregister(key.fileobj)
-                open_streams -= 1
+
+    def __init__(self, start_timeout: float = 600.0):
+        import tempfile
+        import threading
+        self.mode = isolation_mode()
+        self.spool = Path(tempfile.mkdtemp(prefix="coursekit-spool-"))     # 0700: the grader's
+        if self.mode != "none":
+            self.spool.chmod(0o711)     # jobs' uids cross it (bwrap: the bind point) to their own 0700 folder
+        self.inside = INSIDE_SPOOL if self.mode == "bwrap" else str(self.spool)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._started, self._exits = {}, {}
+        self._counter = 0
+        self.ready_seconds = None
+        from coursekit.grading import child
+        argv = [sys.executable, "-I", "-B", "-u", child.__file__, "--serve"]
+        env = job_env("/tmp" if self.mode == "bwrap" else str(self.spool))
+        env["MPLCONFIGDIR"] = "/tmp/mpl" if self.mode == "bwrap" else str(self.spool / ".mpl")
+        if self.mode == "bwrap":
+            argv = bwrap_command(argv, self.spool, readable_paths())
+        self._log = open(self.spool / "server.log", "wb")
+        self.proc = subprocess.Popen(argv, cwd=self.spool, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, preexec_fn=_server_setup, close_fds=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.ready_seconds is not None or self.proc.poll() is not None,
+                                       timeout=start_timeout):
+                self.close()
+                raise ZygoteError(f"the grading server did not start within {start_timeout:g} s")
+        if self.ready_seconds is None:
+            log = (self.spool / "server.log").read_text(errors="replace")[-2000:]
+            self.close()
+            raise ZygoteError(f"the grading server failed to start: {log}")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
                 continue
-            if key.data == "out":
-                total += len(data)
-                if len(head) < keep // 2:
-                    head += data[: keep // 2 - len(head)]
-                else:
-                    tail = (tail + data)[-(keep // 2):]
-            else:
-                ev_buf += data
-                if len(ev_buf) > (1 << 20):      # a flood on the event channel is not ours
-                    ev_buf = b""
-                *lines, ev_buf = ev_buf.split(b"\n")
-                events.extend(line.decode(errors="replace") for line in lines[:1000] if line)
-        elapsed = time.monotonic() - start
-        if killed_for is None:
-            if elapsed > timeout:
-                killed_for = "timeout"
-            elif total > limits.max_output_total_mb << 20:
-                killed_for = "output"
-            elif watch is not None:
-                killed_for = watch(events, elapsed)
-            if killed_for is None and elapsed - last_mem_check >= 0.2:
-                last_mem_check = elapsed
-                rss = _sandbox_memory_mb(proc.pid, uid if mode != "none" else None, limits.memory_mb)
-                peak = max(peak, rss)
-                if rss > limits.memory_mb:
-                    killed_for = "memory"
-            if killed_for is not None:
-                _kill_all(proc, uid if mode != "none" else None)
-        if proc.poll() is not None and (open_streams == 0 or killed_for is not None):
-            break
-        if proc.poll() is not None and time.monotonic() - start > timeout + 5:
-            break      # a grandchild holds the pipes open: it dies below
-    _kill_all(proc, uid if mode != "none" else None)
-    proc.wait()
-    sel.close()
-    os.close(ev_r)
-    proc.stdout.close()
-    text = head.decode(errors="replace")
-    if tail:
-        text += f"\n[... {total - len(head) - len(tail)} bytes of output left out ...]\n" + tail.decode(errors="replace")
-    return RunOutcome(returncode=proc.returncode, killed_for=killed_for, output=text, output_bytes=total,
-                      events=events, wall_s=time.monotonic() - start, peak_rss_mb=peak)
+            with self._cond:
+                if msg.get("ready"):
+                    self.ready_seconds = msg.get("seconds", 0.0)
+                elif "started" in msg:
+                    self._started[msg["started"]] = msg.get("pid")
+                elif "exit" in msg:
+                    self._exits[msg["exit"]] = msg.get("code")
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def new_job(self, uid: int | None):
+        """A fresh job folder owned by ``uid``: (job id, folder here, folder as the job sees it)."""
+        with self._lock:
+            self._counter += 1
+            job_id = f"job{self._counter}"
+        host = self.spool / job_id
+        host.mkdir(mode=0o700)
+        if uid is not None:
+            os.chown(host, uid, uid)
+        return job_id, host, f"{self.inside}/{job_id}"
+
+    def start(self, cmd: dict, timeout: float = 30.0):
+        """Fork the job described by ``cmd``; returns its pid (as the server sees it)."""
+        if not self.alive():
+            raise ZygoteError("the grading server is not running")
+        with self._lock:
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+        with self._cond:
+            if not self._cond.wait_for(lambda: cmd["id"] in self._started or not self.alive(), timeout=timeout):
+                raise ZygoteError("the grading server did not start the job")
+            if cmd["id"] not in self._started:
+                raise ZygoteError("the grading server died")
+            return self._started[cmd["id"]]
+
+    def exit_code(self, job_id):
+        """The job's exit code (negative: killed by that signal), or None while it runs."""
+        with self._cond:
+            return self._exits.get(job_id)
+
+    def wait_exit(self, job_id, timeout: float):
+        with self._cond:
+            self._cond.wait_for(lambda: job_id in self._exits or not self.alive(), timeout=timeout)
+            return self._exits.get(job_id)
+
+    def forget(self, job_id):
+        with self._cond:
+            self._started.pop(job_id, None)
+            self._exits.pop(job_id, None)
+
+    def close(self):
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def _kill_all(proc, uid):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+def _server_setup():
+    os.setsid()
+    try:        # die with the grader
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
+    except Exception:       # noqa: BLE001
         pass
+
+
+def job_memory_mb(uid, pid, limit_mb) -> float:
+    """Memory of a job's processes (by uid, or by process tree from ``pid`` without one)."""
+    return _sandbox_memory_mb(pid if uid is None else -1, uid, limit_mb)
+
+
+def kill_job(uid, pid):
+    """SIGKILL every process of a job: all of its uid's, or its process group without a uid."""
     if uid is not None:
         _kill_uid(uid)
-    else:
-        for pid in _tree_pids(_proc_table(), proc.pid, None):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        return
+    for target in (lambda: os.killpg(pid, signal.SIGKILL),):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in _tree_pids(_proc_table(), pid, None):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
