@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: compared and hashed by identity (fn is a function)
 class Activation:
     """One activation function: ``fn(x)`` its values, ``grad(x)`` its derivative, elementwise.
 

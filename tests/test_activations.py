@@ -163,6 +163,10 @@ def test_plain_numbers_and_float32_work():
     assert y.dtype == torch.float32
 
 
+def test_activations_are_hashable():
+    assert len({act for act in ACTIVATIONS.values()}) == len(ACTIVATIONS)
+
+
 def test_prelu_keeps_dtype():
     x = torch.linspace(-1, 1, 5, dtype=torch.float64)
     assert get_activation("prelu")(x).dtype == torch.float64

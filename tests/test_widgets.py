@@ -32,6 +32,17 @@ def test_plot_activation_draws_function_derivative_and_autograd(name):
     assert widgets._figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_every_formula_is_valid_mathtext():
+    # plot_activation puts the formula in the title; a typo there would only fail when drawn.
+    from matplotlib.mathtext import MathTextParser
+
+    parser = MathTextParser("path")
+    for name in activation_names():
+        formula = get_activation(name).formula
+        assert formula.count("$") % 2 == 0 and formula, name
+        parser.parse(formula)  # raises ValueError on bad mathtext
+
+
 def test_plot_activation_rejects_bad_input():
     with pytest.raises(ValueError, match="valid names"):
         plot_activation("nope")
