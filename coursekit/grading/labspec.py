@@ -108,6 +108,11 @@ class LabSpec:
         return {q["name"]: q["title"] for q in self._questions}
 
     @property
+    def version(self) -> str:
+        """A short hash of the solution source the autograder was generated from."""
+        return str(self.spec.get("source_sha256", ""))[:12]
+
+    @property
     def max_total(self) -> int:
         return sum(points for _, points in self.questions)
 

@@ -35,6 +35,9 @@ def call_problem(what: str, key: str, meta: dict) -> str | None:
     """Why the call behind ``key`` gave nothing usable (not defined, not attempted, raised), or None."""
     info = meta.get(key)
     if not isinstance(info, dict):
+        harvest = meta.get(key.split(".")[0] + ".harvest_error")
+        if isinstance(harvest, dict) and isinstance(harvest.get("error"), str):
+            return f"{what}: grading stopped early ({harvest['error']})"
         return f"{what}: no result came back (the notebook stopped before it, or it was never called)"
     error = info.get("error")
     if isinstance(error, str):

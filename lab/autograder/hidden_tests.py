@@ -397,6 +397,7 @@ def harvest_q5(rec, inputs):
             ok, _ = rec.run("q5.train", train, model, data, num_epochs=2, lr=lr)
         if not ok:
             return
+        rec.note("q5.train", {"ok": True})
     for name in names:
         rec.call(f"q5.{name}", getattr, model, name)
 
