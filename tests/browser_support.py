@@ -542,16 +542,27 @@ class NotebookDriver:
 
     # -- pictures --------------------------------------------------------------------------------------
 
-    def screenshot_whole_notebook(self, path: Path, max_height: int = 12_000) -> None:
-        """Grow the window to the notebook's full height, take one picture, shrink it back."""
+    def screenshot_whole_notebook(self, path: Path, max_height: int = 16_000) -> None:
+        """Grow the window until the whole notebook fits (up to ``max_height`` px), take one picture, shrink back.
+
+        Off-screen cells have only estimated heights until drawn, so the window grows in a few rounds.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         original = self.page.viewport_size
-        content_height = self.page.evaluate(
-            f"() => {{ const w = ({_CURRENT_PANEL_JS})();"
-            f" const n = w.content.node.querySelector('.jp-WindowedPanel-outer') || w.content.node;"
-            f" n.scrollTo(0, 0); return n.scrollHeight - n.clientHeight; }}")
-        height = int(min(max_height, original["height"] + max(0, content_height)))
-        self.page.set_viewport_size({"width": original["width"], "height": height})
-        self.page.wait_for_timeout(1000)
+        # How far the last cell's bottom lies below the visible part (scrollHeight also counts the padding
+        # that lets a notebook scroll past its end, which grows with the window).
+        overflow_js = (f"() => {{ const w = ({_CURRENT_PANEL_JS})();"
+                       f" const n = w.content.node.querySelector('.jp-WindowedPanel-outer') || w.content.node;"
+                       f" n.scrollTo(0, 0); const cells = w.content.widgets;"
+                       f" const last = cells[cells.length - 1].node.getBoundingClientRect().bottom;"
+                       f" return Math.ceil(last + 24 - n.getBoundingClientRect().bottom); }}")
+        height = original["height"]
+        for _ in range(5):
+            overflow = self.page.evaluate(overflow_js)
+            if overflow <= 0 or height >= max_height:
+                break
+            height = int(min(max_height, height + overflow))
+            self.page.set_viewport_size({"width": original["width"], "height": height})
+            self.page.wait_for_timeout(700)
         self.page.screenshot(path=str(path))
         self.page.set_viewport_size(original)
