@@ -1,0 +1,133 @@
+"""The ``coursekit`` command.
+
+    coursekit grade SUBMISSIONS_DIR --out OUT_DIR      grade a class (gradebook, feedback, Gradescope results)
+    coursekit gradescope-bundle --out autograder.zip   the autograder to upload to Gradescope
+    coursekit assign                                   regenerate the student notebook and hidden tests
+    coursekit gradescope-run ...                       what the bundle's run_autograder calls
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _limits_args(p: argparse.ArgumentParser):
+    from coursekit.grading.sandbox import Limits
+    d = Limits()
+    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds per cell (%(default)s)")
+    p.add_argument("--timeout", type=float, default=d.submission_timeout,
+                   help="seconds per submission, every cell together (%(default)s)")
+    p.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory per submission, MiB (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hidden tests' inputs (%(default)s)")
+
+
+def _limits(args):
+    from coursekit.grading.sandbox import Limits
+    try:
+        return Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb,
+                      harvest_timeout=max(args.cell_timeout, 10.0))
+    except ValueError as exc:
+        raise SystemExit(f"coursekit: {exc}") from None
+
+
+def _default_autograder_dir() -> str:
+    return "lab/autograder"
+
+
+def cmd_grade(args) -> int:
+    from coursekit.grading import sandbox
+    from coursekit.grading.batch import grade_folder
+    from coursekit.grading.labspec import SpecError
+    if not Path(args.submissions).is_dir():
+        print(f"coursekit grade: no such folder: {args.submissions}", file=sys.stderr)
+        return 2
+    print(f"isolation: {sandbox.describe_isolation()}")
+    try:
+        summary = grade_folder(args.submissions, args.out, autograder_dir=args.autograder_dir, limits=_limits(args),
+                               seed=args.seed, workers=args.workers, progress=not args.no_progress,
+                               regrade=args.regrade)
+    except (SpecError, FileNotFoundError) as exc:
+        print(f"coursekit grade: {exc}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    return 1 if summary.failed else 0
+
+
+def cmd_bundle(args) -> int:
+    from coursekit.grading.gradescope import build_bundle
+    try:
+        path = build_bundle(args.out, autograder_dir=args.autograder_dir)
+    except FileNotFoundError as exc:
+        print(f"coursekit gradescope-bundle: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: upload it as the assignment's autograder (Gradescope: Configure Autograder, zip file)")
+    return 0
+
+
+def cmd_gradescope_run(args) -> int:
+    import json
+    import traceback
+    from coursekit.grading.batch import atomic_write
+    from coursekit.grading.gradescope import run_one
+    try:
+        results = run_one(args.submission, args.autograder_dir, args.results, limits=_limits(args), seed=args.seed)
+    except Exception as exc:     # noqa: BLE001 (Gradescope needs a results file whatever happened)
+        traceback.print_exc()
+        atomic_write(Path(args.results), json.dumps({
+            "score": 0.0, "tests": [],
+            "output": f"The autograder itself failed ({type(exc).__name__}: {exc}); tell your instructor."}))
+        return 1
+    print(f"score {results['score']:g}")
+    return 0
+
+
+def cmd_assign(args) -> int:
+    from coursekit.grading import assign
+    return assign.main(args.rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coursekit", description="The MLP course kit's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("grade", help="grade a folder of submitted notebooks (sandboxed, resumable)",
+                       description="Grade every notebook in SUBMISSIONS_DIR (one file, or one folder, per "
+                                   "student) into OUT_DIR: gradebook.csv, feedback/, gradescope/, records/. "
+                                   "Run it again after an interruption: it grades only what is missing.")
+    g.add_argument("submissions", metavar="SUBMISSIONS_DIR")
+    g.add_argument("--out", required=True, metavar="OUT_DIR")
+    g.add_argument("--autograder-dir", default=_default_autograder_dir(),
+                   help="the hidden tests made by `coursekit assign` (%(default)s)")
+    g.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: CPU cores)")
+    g.add_argument("--regrade", action="store_true", help="grade everything again, even what has a record")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _limits_args(g)
+    g.set_defaults(func=cmd_grade)
+
+    b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
+    b.add_argument("--out", default="mlp_lab_autograder.zip")
+    b.add_argument("--autograder-dir", default=_default_autograder_dir())
+    b.set_defaults(func=cmd_bundle)
+
+    r = sub.add_parser("gradescope-run", help="grade one Gradescope submission (used by run_autograder)")
+    r.add_argument("--submission", required=True, help="the folder with the student's files")
+    r.add_argument("--autograder-dir", required=True)
+    r.add_argument("--results", required=True, help="where to write results.json")
+    _limits_args(r)
+    r.set_defaults(func=cmd_gradescope_run)
+
+    a = sub.add_parser("assign", help="regenerate lab/mlp_lab.ipynb and lab/autograder from the solution",
+                       add_help=False)
+    a.add_argument("rest", nargs=argparse.REMAINDER)
+    a.set_defaults(func=cmd_assign)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

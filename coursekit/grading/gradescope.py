@@ -1,0 +1,149 @@
+"""Gradescope: the ``results.json`` of a graded submission, and the autograder bundle that grades there.
+
+Gradescope unpacks the bundle (a zip) into ``/autograder/source``, runs ``setup.sh`` once to build the
+image, then for each submission runs ``/autograder/run_autograder`` with the student's files in
+``/autograder/submission`` and reads ``/autograder/results/results.json``::
+
+    coursekit gradescope-bundle --out mlp_lab_autograder.zip      # upload it as the autograder
+
+The bundle holds ``setup.sh`` (installs the pinned requirements, bubblewrap and the data set),
+``run_autograder`` (runs ``coursekit gradescope-run``: the same sandboxed grader as ``coursekit grade``),
+``requirements.txt``, the ``coursekit`` package and the hidden tests (``autograder/``). ``run_autograder``
+reads ``$COURSEKIT_AUTOGRADER_ROOT`` (default ``/autograder``), so a test can run it in a local copy.
+"""
+from __future__ import annotations
+
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+__all__ = ["results_json", "validate_results", "build_bundle", "run_one", "SETUP_SH", "RUN_AUTOGRADER"]
+
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, as root, to build the autograder image.
+set -euo pipefail
+cd /autograder/source
+apt-get update -qq
+# bubblewrap isolates student code (without it the grader falls back to an unprivileged uid);
+# dataset-fashion-mnist is optional: without it coursekit downloads Fashion-MNIST here, at setup.
+apt-get install -y -qq bubblewrap python3 python3-pip python3-venv
+apt-get install -y -qq dataset-fashion-mnist || true
+python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install --quiet --upgrade pip
+/autograder/venv/bin/pip install --quiet -r requirements.txt
+/autograder/venv/bin/pip install --quiet --no-deps --no-build-isolation -e .
+/autograder/venv/bin/python -c "import coursekit; coursekit.load_fashion_mnist()"
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for each submission; it writes results/results.json under the autograder root.
+set -uo pipefail
+ROOT="${COURSEKIT_AUTOGRADER_ROOT:-/autograder}"
+PY="${COURSEKIT_PYTHON:-$ROOT/venv/bin/python}"
+mkdir -p "$ROOT/results"
+cd "$ROOT/source"
+# the bundle's own coursekit comes first on the path
+export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m coursekit.cli gradescope-run --submission "$ROOT/submission" \\
+    --autograder-dir "$ROOT/source/autograder" --results "$ROOT/results/results.json"
+"""
+
+
+def _question_output(q: dict) -> str:
+    lines = [f"passed  {line}" for line in q.get("passed", [])]
+    lines += [f"FAILED  {line}" for line in q.get("failed", [])]
+    return "\n".join(lines)
+
+
+def results_json(grade, visibility: str = "visible") -> dict:
+    """Gradescope's results for one graded submission (a ``SubmissionGrade`` or its ``as_dict()``)."""
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"visibility must be one of {VISIBILITIES}, got {visibility!r}")
+    g = grade if isinstance(grade, dict) else grade.as_dict()
+    tests = []
+    for q in g["questions"]:
+        name = f"{q['name']} {q.get('title') or ''}".strip()
+        tests.append({"name": name, "score": float(q["points"]), "max_score": float(q["max_points"]),
+                      "output": _question_output(q), "visibility": visibility})
+    head = [f"status: {g['status']}"]
+    for err in (g.get("cell_errors") or [])[:20]:
+        head.append(f"error: {err.strip().splitlines()[0] if err.strip() else err}")
+    for note in (g.get("notes") or [])[:20]:
+        head.append(f"note: {note}")
+    return {"score": float(g["total"]), "output": "\n".join(head), "tests": tests,
+            "visibility": visibility, "stdout_visibility": "hidden"}
+
+
+def validate_results(results: dict) -> None:
+    """Raise ValueError naming what is wrong if ``results`` is not what Gradescope accepts."""
+    if not isinstance(results, dict):
+        raise ValueError("results must be a JSON object")
+    if not isinstance(results.get("score"), (int, float)) or isinstance(results.get("score"), bool):
+        raise ValueError("results.score must be a number")
+    tests = results.get("tests")
+    if not isinstance(tests, list):
+        raise ValueError("results.tests must be a list")
+    for i, t in enumerate(tests):
+        for key, kind in (("name", str), ("score", (int, float)), ("max_score", (int, float)), ("output", str)):
+            if not isinstance(t.get(key), kind) or isinstance(t.get(key), bool):
+                raise ValueError(f"tests[{i}].{key} must be a {kind}")
+        if not 0 <= t["score"] <= t["max_score"]:
+            raise ValueError(f"tests[{i}].score {t['score']} is outside 0..{t['max_score']}")
+        if t.get("visibility", "visible") not in VISIBILITIES:
+            raise ValueError(f"tests[{i}].visibility must be one of {VISIBILITIES}")
+    total = sum(t["score"] for t in tests)
+    if tests and abs(total - results["score"]) > 1e-6:
+        raise ValueError(f"results.score {results['score']} is not the sum of the tests' scores {total}")
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent.parent
+
+
+def build_bundle(out_zip, autograder_dir=None, repo_root=None) -> Path:
+    """Write the Gradescope autograder zip: setup.sh, run_autograder, requirements, coursekit, hidden tests."""
+    repo = Path(repo_root) if repo_root else _repo_root()
+    hidden = Path(autograder_dir) if autograder_dir else repo / "lab" / "autograder"
+    for needed in (hidden / "spec.json", hidden / "hidden_tests.py", repo / "requirements.txt",
+                   repo / "pyproject.toml", repo / "coursekit" / "__init__.py"):
+        if not needed.is_file():
+            raise FileNotFoundError(f"cannot build the bundle: {needed} is missing"
+                                    + (" (run `coursekit assign` first)" if hidden in needed.parents else ""))
+    out_zip = Path(out_zip)
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_zip.with_name(f".{out_zip.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in (("setup.sh", SETUP_SH), ("run_autograder", RUN_AUTOGRADER)):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFREG | 0o755) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
+        zf.write(repo / "requirements.txt", "requirements.txt")
+        zf.write(repo / "pyproject.toml", "pyproject.toml")
+        if (repo / "README.md").is_file():
+            zf.write(repo / "README.md", "README.md")    # pyproject names it as the readme
+        for p in sorted((repo / "coursekit").rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+                zf.write(p, str(Path("coursekit") / p.relative_to(repo / "coursekit")))
+        for p in sorted(hidden.iterdir()):
+            if p.is_file():
+                zf.write(p, f"autograder/{p.name}")
+    tmp.replace(out_zip)
+    return out_zip
+
+
+def run_one(submission_dir, autograder_dir, results_path, limits=None, seed: int = 0) -> dict:
+    """Grade the notebook in a Gradescope submission folder and write ``results.json``. Whatever happens,
+    a valid results file is written (score 0 with the reason if the submission cannot be graded)."""
+    from coursekit.grading.batch import _grade_dict, _notebook_in_folder, Submission, atomic_write
+    from coursekit.grading.labspec import load_spec
+    spec = load_spec(autograder_dir)
+    path, note = _notebook_in_folder(Path(submission_dir))
+    data = _grade_dict(Submission("submission", path, note), spec, limits, seed)
+    results = results_json(data)
+    validate_results(results)
+    atomic_write(Path(results_path), json.dumps(results, indent=1))
+    return results
