@@ -128,6 +128,9 @@ def test_activation_explorer_redraws_on_change(monkeypatch):
     assert isinstance(image, ipywidgets.Image) and isinstance(errors, ipywidgets.Output)
     assert list(dropdown.options) == activation_names() and dropdown.value == "relu"
     assert image.value[:8] == PNG_MAGIC and get_activation("relu").description in text.value
+    # Rendered at 144 dpi, shown at half its pixel width (the size of a 72-dpi figure).
+    assert abs(int(image.width) * 2 - widgets._png_width(image.value)) <= 1
+    assert 400 < int(image.width) < 700
     first_png = image.value
     dropdown.value = "tanh"
     assert calls == ["relu", "tanh"]
