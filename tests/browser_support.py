@@ -445,10 +445,31 @@ class NotebookDriver:
         self._menu("Edit", "Clear Outputs of All Cells")
         self._menu("Run", "Run All Cells")
         started = time.monotonic()
-        self.page.wait_for_function(_RUN_FINISHED_JS, timeout=timeout_ms, polling=500)
+        try:
+            self.page.wait_for_function(_RUN_FINISHED_JS, timeout=timeout_ms, polling=500)
+        except Exception as error:
+            if "Timeout" not in type(error).__name__:
+                raise
+            raise AssertionError(f"Run All Cells not finished after {timeout_ms / 1000:.0f} s: "
+                                 f"{self.execution_state()}") from None
         # Widgets and images render after the kernel reply; give the page a moment to settle.
         self.page.wait_for_timeout(1500)
         return time.monotonic() - started
+
+    def execution_state(self) -> str:
+        """Where a run stands: the cells that ran, the one running or queued next, the kernel's status."""
+        state = self.page.evaluate(f"""() => {{
+            const w = ({_CURRENT_PANEL_JS})();
+            const k = w.sessionContext.session && w.sessionContext.session.kernel;
+            const prompts = w.content.widgets.map((c, i) => [i, c.model.type,
+                (c.node.querySelector('.jp-InputPrompt') || {{textContent: ''}}).textContent.trim()]);
+            return {{kernel: k ? k.status : 'no kernel', prompts}};
+        }}""")
+        code = [(i, prompt) for i, kind, prompt in state["prompts"] if kind == "code"]
+        ran = sum(1 for _, prompt in code if re.search(r"\[\d+\]", prompt))
+        waiting = [i for i, prompt in code if "*" in prompt]
+        return (f"kernel {state['kernel']}; {ran} of {len(code)} code cells ran; "
+                f"cell {waiting[0] if waiting else None} running, {max(0, len(waiting) - 1)} more queued")
 
     def run_cell(self, index: int, timeout_ms: int) -> None:
         """Select a cell by clicking its prompt and press Shift+Enter, as a student would; wait for the kernel."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -33,8 +34,8 @@ SCREENSHOTS = ARTIFACTS / "screenshots"
 SERVED_FOLDERS = ("notebooks", "lab")
 SMOKE_FOLDER = "browser-smoke"
 LAB_NOTEBOOK = "lab/mlp_lab.ipynb"
-# Notebook 04 trains for about a minute on 2 cores; leave room for a loaded machine.
-RUN_ALL_TIMEOUT_MS = 240_000
+# Notebook 04 trains for a few minutes on 2 busy cores; a slower machine can raise the limit (seconds).
+RUN_ALL_TIMEOUT_MS = int(os.environ.get("COURSEKIT_BROWSER_RUN_ALL_TIMEOUT", "480")) * 1000
 WIDGET_TIMEOUT_MS = 60_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
@@ -306,9 +307,10 @@ def test_harness_catches_planted_faults(driver):
     assert "error output ['ValueError: planted fault']" in joined
     assert "cell 3 [None] `print('never runs" in joined and "did not run" in joined
     assert len(problems) == 5, joined
+    assert driver.execution_state() == "kernel idle; 3 of 4 code cells ran; cell None running, 0 more queued"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(RUN_ALL_TIMEOUT_MS // 1000 + 180)
 @pytest.mark.parametrize("relative_path", course_notebooks())
 def test_notebook_in_jupyterlab(driver, relative_path, served_root):
     expected_figures, expected_widgets = committed_expectations(served_root / relative_path)
