@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from coursekit.activations import activation_names, get_activation
 
 __all__ = [
+    "make_explorer",
     "plot_activation",
     "activation_explorer",
     "CollapseResult",
@@ -55,13 +56,14 @@ def _png_width(png: bytes) -> int:
     return int.from_bytes(png[16:20], "big")
 
 
-def _explorer(controls: dict, render):
+def make_explorer(controls: dict, render):
     """Wire ``controls`` (name -> widget) to ``render(**values) -> (Figure, html_text)``.
 
     The figure goes into an ``ipywidgets.Image`` (PNG) and the text into an ``HTML`` widget, both
     updated in place on every change. Nothing is *displayed* from the callback, so executing a
     notebook leaves only the widget itself as the cell's output (nbval-friendly); an exception in
-    the callback still shows up, in the small Output area below.
+    the callback still shows up, in the small Output area below. New explorers should use this
+    rather than ``display`` figures from a callback, which nbval would see as extra cell outputs.
     """
     import ipywidgets as widgets
 
@@ -127,7 +129,7 @@ def activation_explorer(names=None, value: str = "relu"):
     def render(name):
         return plot_activation(name), f"<p>{get_activation(name).description}</p>"
 
-    return _explorer({"name": dropdown}, render)
+    return make_explorer({"name": dropdown}, render)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,4 +264,67 @@ def collapse_explorer(depth: int = 3, width: int = 8, activation: str = "identit
         result = linearity_collapse(depth=depth, width=width, activation=activation, seed=seed)
         return plot_linearity_collapse(result), f"<p>{collapse_verdict(result)}</p>"
 
-    return _explorer(controls, render)
+    return make_explorer(controls, render)
+
+
+# ----------------------------------------------------------------------------------------------
+# Misclassified images, browsed by true class (appended by notebooks-B for notebooks/04_training_mlp)
+
+def misclassified_summary(y_true, y_pred, class_names, true_class: int) -> str:
+    """One sentence: how many test images of ``true_class`` are wrong, and what they are taken for most."""
+    y_true, y_pred = torch.as_tensor(y_true).reshape(-1), torch.as_tensor(y_pred).reshape(-1)
+    of_class = y_true == true_class
+    wrong = of_class & (y_pred != y_true)
+    name = class_names[true_class]
+    if not wrong.any():
+        return f"All {int(of_class.sum())} test images of class {name} are classified correctly."
+    counts = torch.bincount(y_pred[wrong], minlength=len(class_names))
+    most = int(counts.argmax())
+    return (f"{int(wrong.sum())} of {int(of_class.sum())} test images of class {name} are misclassified; "
+            f"most often as {class_names[most]} ({int(counts[most])} times).")
+
+
+def plot_misclassified(images, y_true, y_pred, class_names, true_class: int, max_images: int = 16,
+                       ncols: int = 8, scale: float = 1.3) -> Figure:
+    """The first ``max_images`` misclassified images whose true class is ``true_class``, each titled
+    with the class it was taken for. ``images``: [N, 28, 28] or [N, 1, 28, 28]; labels: [N]."""
+    images = torch.as_tensor(images)
+    y_true, y_pred = torch.as_tensor(y_true).reshape(-1), torch.as_tensor(y_pred).reshape(-1)
+    if not (len(images) == len(y_true) == len(y_pred)):
+        raise ValueError(f"images, y_true and y_pred must have the same length, got "
+                         f"{len(images)}, {len(y_true)} and {len(y_pred)}")
+    true_class = _check_int("true_class", true_class, 0, len(class_names) - 1)
+    max_images = _check_int("max_images", max_images, 1, 256)
+    ncols = _check_int("ncols", ncols, 1, 64)
+    index = ((y_true == true_class) & (y_pred != y_true)).nonzero().reshape(-1)[:max_images]
+    n = max(len(index), 1)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig = Figure(figsize=(ncols * scale, nrows * (scale + 0.3) + 0.4), layout="constrained")
+    fig.suptitle(f"true class: {class_names[true_class]}", fontsize=10)
+    axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
+    for ax in axes:
+        ax.set_axis_off()
+    if len(index) == 0:
+        axes[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    for ax, i in zip(axes, index.tolist()):
+        ax.imshow(images[i].reshape(images.shape[-2:]).detach().cpu().numpy(), cmap="gray")
+        ax.set_title(f"-> {class_names[int(y_pred[i])]}", fontsize=8, color="tab:red")
+    return fig
+
+
+def misclassified_explorer(images, y_true, y_pred, class_names, true_class: int = 0, max_images: int = 16):
+    """A dropdown of classes; picking one shows that class's misclassified test images and a summary."""
+    import ipywidgets as widgets
+
+    options = [(name, i) for i, name in enumerate(class_names)]
+    dropdown = widgets.Dropdown(options=options, value=true_class, description="true class")
+
+    def render(true_class):
+        fig = plot_misclassified(images, y_true, y_pred, class_names, true_class, max_images=max_images)
+        return fig, f"<p>{misclassified_summary(y_true, y_pred, class_names, true_class)}</p>"
+
+    return _explorer({"true_class": dropdown}, render)
+
+
+__all__ += ["misclassified_summary", "plot_misclassified", "misclassified_explorer"]

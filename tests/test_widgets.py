@@ -155,3 +155,22 @@ def test_collapse_explorer_redraws_on_change(monkeypatch):
     assert "no affine map reproduces" in text.value
     depth.value = 5
     assert seen == [(3, 8, "identity"), (3, 8, "relu"), (5, 8, "relu")]
+
+
+def test_make_explorer_wires_any_controls():
+    slider = ipywidgets.IntSlider(value=2, min=1, max=5)
+    seen = []
+
+    def render(n):
+        seen.append(n)
+        fig = Figure(figsize=(2, 1))
+        fig.subplots().plot(range(n))
+        return fig, f"<b>n = {n}</b>"
+
+    box = widgets.make_explorer({"n": slider}, render)
+    controls, image, text, errors = box.children
+    assert controls.children == (slider,) and text.value == "<b>n = 2</b>"
+    first = image.value
+    slider.value = 4
+    assert seen == [2, 4] and text.value == "<b>n = 4</b>" and image.value != first
+    assert errors.outputs == ()
