@@ -324,7 +324,7 @@ def misclassified_explorer(images, y_true, y_pred, class_names, true_class: int 
         fig = plot_misclassified(images, y_true, y_pred, class_names, true_class, max_images=max_images)
         return fig, f"<p>{misclassified_summary(y_true, y_pred, class_names, true_class)}</p>"
 
-    return _explorer({"true_class": dropdown}, render)
+    return make_explorer({"true_class": dropdown}, render)
 
 
 __all__ += ["misclassified_summary", "plot_misclassified", "misclassified_explorer"]
