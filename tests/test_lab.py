@@ -302,3 +302,25 @@ def test_one_question_solved_scores_exactly_its_points(graded_notebooks, questio
     grade = graded_notebooks[f"only-{question}"]
     assert grade.status == "ok" and grade.cell_errors == [], grade.feedback_text
     assert grade.points() == {q: (POINTS[q] if q == question else 0) for q in POINTS}, grade.feedback_text
+
+
+def test_harvest_reads_real_data_even_if_the_notebook_patched_torch(spec, tmp_path):
+    """A notebook that makes every tensor look right (patched Tensor methods) still sends back its real values."""
+    ns = _namespace({"q3"})
+    ns["train_mlp"] = _stub_train
+    saved = {name: torch.Tensor.__dict__[name] for name in ("numpy", "detach") if name in torch.Tensor.__dict__}
+    exec("import torch\n"
+         "def collapse(W1, b1, W2, b2):\n"
+         "    return torch.zeros(W1.shape[0], W2.shape[1], dtype=W1.dtype), torch.zeros(W2.shape[1], dtype=W1.dtype)\n"
+         "_real = torch.Tensor.numpy\n"
+         "torch.Tensor.numpy = lambda self, *a, **k: _real(self) + 1\n"
+         "torch.Tensor.detach = lambda self: self\n", ns)
+    try:
+        graded = _grade(spec, ns, tmp_path)["q3"]
+    finally:
+        for name in ("numpy", "detach"):
+            if name in saved:
+                setattr(torch.Tensor, name, saved[name])
+            else:
+                delattr(torch.Tensor, name)
+    assert graded.points == 0 and "is wrong at" in graded.failed[0]

@@ -35,6 +35,10 @@ class _CkRecorder:
         import numpy
         import torch
         self.np, self.torch = numpy, torch
+        # torch's C base class cannot be monkeypatched from Python (immutable type): its methods and
+        # descriptors read a tensor's real data whatever the notebook did to torch.Tensor.
+        self.base = torch._C.TensorBase
+        self.tensor_types = (type(torch._C._VariableFunctions.zeros(1)), torch.nn.Parameter)
         self.ns = namespace
         self.arrays, self.meta = {}, {}
         self.numeric = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
@@ -61,12 +65,16 @@ class _CkRecorder:
             return
         info = {"type": getattr(kind, "__qualname__", "?")[:100]}
         self.meta[key] = info
-        if kind is not torch.Tensor and kind is not torch.nn.Parameter:
+        exact_tensor = kind is self.tensor_types[0]
+        parameter = kind is self.tensor_types[1] and \
+            getattr(kind, "__torch_function__", None) is torch._C._disabled_torch_function_impl
+        if not (exact_tensor or parameter):
             return  # the grader says "returned a <type>, expected a torch.Tensor"
-        dtype = torch.Tensor.dtype.__get__(value)
-        shape = tuple(torch.Tensor.size(value))
-        info.update(dtype=str(dtype), shape=list(shape), device=str(torch.Tensor.device.__get__(value)),
-                    requires_grad=bool(torch.Tensor.requires_grad.__get__(value)))
+        base = self.base
+        dtype = base.dtype.__get__(value)
+        shape = tuple(base.size(value))
+        info.update(dtype=str(dtype), shape=list(shape), device=str(base.device.__get__(value)),
+                    requires_grad=bool(base.requires_grad.__get__(value)))
         if dtype not in self.numeric:
             info["problem"] = f"dtype {dtype} is not a real numeric dtype"
             return
@@ -76,10 +84,10 @@ class _CkRecorder:
         if numel > _CK_MAX_ELEMENTS:
             info["problem"] = f"too large to send back ({numel} elements)"
             return
-        t = torch.Tensor.cpu(torch.Tensor.detach(value))
+        t = base.cpu(base.detach(value))
         if dtype in (torch.float16, torch.bfloat16):
-            t = torch.Tensor.float(t)
-        array = np.array(torch.Tensor.numpy(t), copy=True)
+            t = base.float(t)
+        array = np.array(base.numpy(t), copy=True)
         if type(array) is not np.ndarray or array.dtype.kind not in "biuf" or array.shape != shape:
             info["problem"] = "could not be converted to a plain numeric array"
             return
