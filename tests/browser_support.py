@@ -44,6 +44,16 @@ CHROMIUM_ARGS = [
 DISABLED_LAB_PLUGINS = ["@jupyterlab/apputils-extension:announcements"]
 
 
+def _end_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the test process dies, even by SIGKILL."""
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not glibc Linux: the server's own inactivity timeout is the fallback
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,6 +127,7 @@ class JupyterLabServer:
         self.process = subprocess.Popen(
             command, cwd=self.root_dir, env=self._environment(), stdout=self._log_file,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -147,7 +158,7 @@ class JupyterLabServer:
         except (urllib.error.URLError, ConnectionError, OSError):
             pass  # server already gone; stop() cleans up what is left
 
-    def _leftover_kernel_pids(self) -> list[int]:
+    def leftover_kernel_pids(self) -> list[int]:
         """Kernels of this server still alive: their command line names a connection file in our runtime dir."""
         runtime = str(self.state_dir / "runtime")
         pids = []
@@ -180,7 +191,7 @@ class JupyterLabServer:
             except ProcessLookupError:
                 pass
         # Kernels run in sessions of their own (jupyter_client), so the group kill does not reach them.
-        for pid in self._leftover_kernel_pids():
+        for pid in self.leftover_kernel_pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

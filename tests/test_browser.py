@@ -142,6 +142,7 @@ def lab_server(chromium_path, served_root, tmp_path_factory):
     with server:
         yield server
     assert not server.is_running(), "the JupyterLab server outlived its fixture"
+    assert not server.leftover_kernel_pids(), "kernels of the JupyterLab server outlived it"
 
 
 @pytest.fixture(scope="session")
