@@ -30,7 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHROMIUM_PATH = Path("/usr/bin/chromium")
+# Debian's chromium (Playwright's own browser downloads are not used); COURSEKIT_CHROMIUM points elsewhere.
+CHROMIUM_PATH = Path(os.environ.get("COURSEKIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",  # we run as root in containers; Chromium's sandbox refuses that
     "--headless",
