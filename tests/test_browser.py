@@ -6,8 +6,8 @@ cells from the menus, then checks what the page shows: no error output, figures 
 drawn as real controls whose output follows them; in the lab, the self-check's pass/fail feedback.
 One screenshot per notebook lands in test-artifacts/screenshots/ for a person to look at.
 
-A small notebook built here (a d2l plot, an interactive slider + dropdown) tests the harness itself, and a
-second one with planted faults checks that the detectors catch them.
+A small notebook built here (a d2l plot, an interactive slider + dropdown, a one-question self-check) tests
+the harness itself, and a second one with planted faults checks that the detectors catch them.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def course_notebooks() -> list[str]:
 
 
 def tree_hashes() -> dict[str, str]:
+    """sha256 of every file under notebooks/ and lab/ (bytecode caches aside: other tests import from lab/)."""
     hashes = {}
     for folder in SERVED_FOLDERS:
         for path in sorted((REPO / folder).rglob("*")):
-            if path.is_file():
+            if path.is_file() and "__pycache__" not in path.parts:
                 hashes[path.relative_to(REPO).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
 
@@ -314,6 +315,7 @@ def test_harness_catches_planted_faults(driver):
 @pytest.mark.timeout(RUN_ALL_TIMEOUT_MS // 1000 + 180)
 @pytest.mark.parametrize("relative_path", course_notebooks())
 def test_notebook_in_jupyterlab(driver, relative_path, served_root):
+    """Open, clear, run all; no errors, figures as images, live widgets; the lab's self-check; a screenshot."""
     expected_figures, expected_widgets = committed_expectations(served_root / relative_path)
     driver.open_lab()
     driver.open_from_file_browser(relative_path)
@@ -334,6 +336,7 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
             problems += check_self_check(driver, reports, solution_sources(served_root), summary)
     finally:
         try:
+            summary["execution_state"] = driver.execution_state()
             driver.screenshot_whole_notebook(screenshot)
         except Exception as error:  # never hide the test's own failure behind the picture's
             problems.append(f"no screenshot: {error!r}")
