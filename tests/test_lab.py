@@ -55,6 +55,7 @@ def test_autograder_files_and_student_cells_match_a_fresh_regeneration(source_nb
     committed = nbformat.read(STUDENT, as_version=4)
     assert [(c.id, c.cell_type, c.source, c.metadata) for c in committed.cells] == \
            [(c.id, c.cell_type, c.source, c.metadata) for c in fresh.cells]
+    assert assign.main(["--check", "--no-run"]) == 0
 
 
 @pytest.mark.slow

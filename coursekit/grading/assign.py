@@ -242,6 +242,13 @@ def execute(nb, cwd: Path, timeout: int = 600):
     return nb
 
 
+def _without_outputs(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
 def dumps(nb) -> str:
     nbformat.validate(nb)
     return nbformat.writes(nb) + "\n"
@@ -275,7 +282,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="the lab folder to write into (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files there differ")
     parser.add_argument("--refresh-source", action="store_true", help="also re-run the source notebook in place")
-    parser.add_argument("--no-run", action="store_true", help="do not execute the student notebook (no outputs)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="do not execute the student notebook (no outputs; with --check, outputs are not compared)")
     args = parser.parse_args(argv)
     try:
         if args.refresh_source and not args.check:
@@ -289,7 +297,10 @@ def main(argv=None) -> int:
     for rel, text in files.items():
         path = out / rel
         if args.check:
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            committed = path.read_text(encoding="utf-8") if path.is_file() else None
+            if args.no_run and rel == STUDENT_NAME and committed is not None:
+                committed = dumps(_without_outputs(nbformat.reads(committed, as_version=4)))
+            if committed != text:
                 stale.append(str(path))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
