@@ -105,7 +105,17 @@ class JupyterLabServer:
         env.pop("JUPYTER_CONFIG_PATH", None)
         return env
 
-    def start(self) -> "JupyterLabServer":
+    def start(self, attempts: int = 3) -> "JupyterLabServer":
+        """Start the server and wait until it answers; a port taken meanwhile by another process means a retry."""
+        for attempt in range(attempts):
+            if attempt:
+                self.port = free_loopback_port()
+            if self._start_once():
+                return self
+        raise RuntimeError(f"jupyter lab could not bind a free port in {attempts} attempts; "
+                           f"log tail:\n{self.log_tail()}")
+
+    def _start_once(self) -> bool:
         command = [
             str(self.jupyter), "lab",
             "--no-browser",
@@ -133,11 +143,14 @@ class JupyterLabServer:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._log_file.close()
+                if "already in use" in self.log_tail():
+                    return False
                 raise RuntimeError(f"jupyter lab exited with code {self.process.returncode} while starting; "
                                    f"log tail:\n{self.log_tail()}")
             try:
                 self.api("GET", "/api/status")
-                return self
+                return True
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.3)
         self.stop()
