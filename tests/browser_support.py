@@ -468,6 +468,11 @@ class NotebookDriver:
     def clear_and_run_all(self, timeout_ms: int) -> float:
         """Edit > Clear Outputs of All Cells, Run > Run All Cells, wait for the end; return the seconds taken."""
         self._menu("Edit", "Clear Outputs of All Cells")
+        # What is checked afterwards must come from this run, not from the outputs saved in the file.
+        self.page.wait_for_function(
+            f"""() => ({_CURRENT_PANEL_JS})().content.widgets.every(
+                c => c.model.type !== 'code' || (c.model.outputs.length === 0 && c.model.executionCount === null))""",
+            timeout=10_000)
         self._menu("Run", "Run All Cells")
         started = time.monotonic()
         try:
