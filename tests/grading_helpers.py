@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from coursekit.grading import sandbox
+from coursekit.grading.labspec import QuestionResult
 
 REQUIRE_ALL = os.environ.get("COURSEKIT_REQUIRE_ALL") == "1"
 
@@ -56,20 +56,11 @@ def tiny_inputs(seed=0):
     return {"a": rng.normal(size=5), "b": rng.normal(size=5)}
 
 
-@dataclass
-class QuestionResult:
-    name: str
-    points: float
-    max_points: float
-    passed: list = field(default_factory=list)
-    failed: list = field(default_factory=list)
-
-
 class TinySpec:
     """A two-question lab: add (2 points) and mul (3 points), graded from the harvested arrays only."""
-    questions = [("add", 2.0), ("mul", 3.0)]
+    questions = [("add", 2), ("mul", 3)]
+    titles = {"add": "Addition", "mul": "Multiplication"}
     harvest_code = TINY_HARVEST
-    version = "tiny-1"
 
     def make_inputs(self, seed=0):
         return tiny_inputs(seed)
@@ -81,10 +72,11 @@ class TinySpec:
             got = result.outputs.get(name)
             err = (result.meta.get(name) or {}).get("error") if isinstance(result.meta.get(name), dict) else None
             if got is not None and got.shape == want.shape and np.isfinite(got).all() and np.allclose(got, want):
-                out.append(QuestionResult(name, pts, pts, passed=[f"{name} matches the reference"]))
+                out.append(QuestionResult(name, pts, pts, passed=[f"{name} matches the reference"],
+                                          title=self.titles[name]))
             else:
                 why = err or ("missing" if got is None else f"wrong values (shape {got.shape})")
-                out.append(QuestionResult(name, 0.0, pts, failed=[f"{name}: {why}"]))
+                out.append(QuestionResult(name, 0, pts, failed=[f"{name}: {why}"], title=self.titles[name]))
         return out
 
 

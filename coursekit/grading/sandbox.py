@@ -355,8 +355,29 @@ class Zygote:
         if self.mode == "bwrap":
             argv = bwrap_command(argv, self.spool, readable_paths())
         self._log = open(self.spool / "server.log", "wb")
-        self.proc = subprocess.Popen(argv, cwd=self.spool, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, preexec_fn=_server_setup, close_fds=True)
+        # The server dies with the thread that started it (PR_SET_PDEATHSIG, bwrap --die-with-parent follow the
+        # parent *thread*): a thread of its own starts it and lives until close(), not a short-lived worker.
+        self._closed = threading.Event()
+        spawned = {}
+
+        def keeper():
+            try:
+                spawned["proc"] = subprocess.Popen(argv, cwd=self.spool, env=env, stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE, stderr=self._log,
+                                                   preexec_fn=_server_setup, close_fds=True)
+            except OSError as exc:
+                spawned["error"] = exc
+            finally:
+                started.set()
+            self._closed.wait()
+
+        started = threading.Event()
+        self._keeper = threading.Thread(target=keeper, name="coursekit-grading-server", daemon=True)
+        self._keeper.start()
+        started.wait()
+        if "error" in spawned:
+            raise ZygoteError(f"the grading server could not be started: {spawned['error']}")
+        self.proc = spawned["proc"]
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         with self._cond:
@@ -441,6 +462,7 @@ class Zygote:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+        self._closed.set()
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
