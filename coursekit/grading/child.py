@@ -159,7 +159,8 @@ def main(job_path):
             except CellTimeout:
                 status, error = "timeout", f"stopped after {cell_timeout:g} s (time limit of a cell)"
             except EOFError as exc:
-                status, error = "error", _short_traceback(exc) + "\n  (input() gets no answer when grading)"
+                first, _, rest = _short_traceback(exc).partition("\n")
+                status, error = "error", f"{first} (input() gets no answer when grading)\n{rest}".rstrip()
             except SystemExit as exc:
                 status, error = "error", f"the cell called sys.exit({exc.code!r}); the notebook went on without it"
             except BaseException as exc:     # noqa: BLE001 (KeyboardInterrupt, GeneratorExit... all of them)
@@ -184,6 +185,11 @@ def main(job_path):
         code = getattr(value, "__code__", None)
         if isinstance(value, types.FunctionType) and code is not None and code.co_filename.startswith("<cell"):
             ns[name] = _wrap_with_timeout(value, _HARVEST_CALL_S)
+    for name in ("outputs.npz", "outputs.json"):    # whatever the notebook planted there goes
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
     signal.signal(signal.SIGALRM, _on_harvest_alarm)
     signal.setitimer(signal.ITIMER_REAL, _HARVEST_CALL_S)
     status, error = "ok", None

@@ -1,0 +1,249 @@
+"""Bad submissions of the real lab, graded as one class: each gets exactly the score it deserves.
+
+Every submission is built from the student notebook (lab/mlp_lab.ipynb) with the solution's answers filled in
+(from lab/source/mlp_lab_solution.ipynb), then broken in one way. They are graded together, two at a time,
+by ``grade_folder`` (the ``coursekit grade`` command's engine); each test checks one row.
+
+Points of the lab: q1 relu 6, sigmoid 7, tanh 7 | q2 relu_grad 5, sigmoid_grad 5, tanh_grad 5 | q3 collapse 15
+| q4 parameters 8, initialisation 7, forward 10 | q5 accuracy 25 (the grader measures the trained model).
+Each question is graded on its own: while q2 is tested, the notebook's sigmoid and tanh are swapped for the
+reference ones, so a wrong tanh costs q1's 7 points only.
+"""
+import copy
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import coursekit
+from coursekit.grading.batch import grade_folder
+from coursekit.grading.gradescope import validate_results
+from coursekit.grading.labspec import load_spec
+from coursekit.grading.sandbox import Limits
+from grading_helpers import require_bwrap
+
+REPO = Path(coursekit.__file__).resolve().parent.parent
+STUDENT_NB = REPO / "lab" / "mlp_lab.ipynb"
+SOLUTION_NB = REPO / "lab" / "source" / "mlp_lab_solution.ipynb"
+HIDDEN = REPO / "lab" / "autograder" / "hidden_tests.py"
+LIMITS = Limits(cell_timeout=15, submission_timeout=150, harvest_timeout=40, memory_mb=3072, max_processes=64,
+                max_file_mb=16, max_output_kb=32, max_output_total_mb=4)
+TODO = re.compile(r"^# TODO: Question (\d+)")
+
+
+def solved() -> nbformat.NotebookNode:
+    """The student notebook with every TODO cell replaced by the solution's cell for that question."""
+    student = nbformat.read(STUDENT_NB, as_version=4)
+    answers = {}
+    for cell in nbformat.read(SOLUTION_NB, as_version=4).cells:
+        m = TODO.match(cell.source) if cell.cell_type == "code" else None
+        if m:
+            answers[m.group(1)] = cell.source
+    for cell in student.cells:
+        m = TODO.match(cell.source) if cell.cell_type == "code" else None
+        if m:
+            cell.source = answers[m.group(1)]
+    assert len(answers) == 5
+    return student
+
+
+def _question_cell(nb, q: int):
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(f"# TODO: Question {q}"))
+
+
+def _replace_def(source: str, name: str, new_def: str) -> str:
+    """Replace the top-level ``def name(...)`` block in a cell by ``new_def``."""
+    pattern = re.compile(rf"^def {name}\(.*?(?=^def |^class |\Z)", re.S | re.M)
+    assert pattern.search(source), name
+    return pattern.sub(new_def.rstrip() + "\n\n\n", source, count=1)
+
+
+def _insert_after(nb, q: int, code: str):
+    cell = _question_cell(nb, q)
+    nb.cells.insert(nb.cells.index(cell) + 1, nbformat.v4.new_code_cell(code))
+
+
+def build(name: str):
+    """The notebook of one bad submission (or raw bytes for a file that is not a notebook)."""
+    nb = solved()
+    if name == "correct":
+        pass
+    elif name == "infinite_loop":
+        _insert_after(nb, 2, "while True:\n    pass")
+    elif name == "os_exit":
+        _insert_after(nb, 1, "import os\nos._exit(0)")
+    elif name == "sys_exit":
+        _insert_after(nb, 1, "import sys\nsys.exit()")
+    elif name == "exception":
+        cell = _question_cell(nb, 3)
+        cell.source = cell.source.replace("def collapse", "raise ValueError('not today')\n\n\ndef collapse", 1)
+    elif name == "syntax_error":
+        cell = _question_cell(nb, 3)
+        cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2", 1)
+    elif name == "memory":
+        _insert_after(nb, 2, "hog = []\nwhile True:\n    hog.append(torch.ones(2**26))")
+    elif name == "fork_bomb":
+        _insert_after(nb, 2, "import os\nwhile True:\n    os.fork()")
+    elif name == "huge_output":
+        _insert_after(nb, 2, "for i in range(10**9):\n    print('spam' * 100, i)")
+    elif name == "monkeypatch":
+        # wrong tanh, and every comparison the tests might use made to say "equal"
+        cell = _question_cell(nb, 1)
+        cell.source = _replace_def(cell.source, "tanh", "def tanh(x):\n    return x")
+        _insert_after(nb, 1, "import numpy as np\n"
+                             "torch.allclose = lambda *a, **k: True\n"
+                             "torch.equal = lambda *a, **k: True\n"
+                             "torch.isclose = lambda a, b, *x, **k: torch.ones_like(a, dtype=torch.bool)\n"
+                             "torch.testing.assert_close = lambda *a, **k: None\n"
+                             "np.allclose = lambda *a, **k: True\n"
+                             "np.testing.assert_allclose = lambda *a, **k: None\n"
+                             "torch.Tensor.__eq__ = lambda self, other: True")
+    elif name == "test_files":
+        # wrong collapse; tries to read the hidden tests, overwrite the grading code, plant perfect outputs
+        cell = _question_cell(nb, 3)
+        cell.source = _replace_def(cell.source, "collapse", "def collapse(W1, b1, W2, b2):\n    return W1, b1")
+        _insert_after(nb, 3, f"import json, os\n"
+                             f"stolen = []\n"
+                             f"for path in [{str(HIDDEN)!r}, {str(REPO / 'lab' / 'source')!r}]:\n"
+                             f"    try:\n        stolen.append(open(path).read())\n"
+                             f"    except OSError as e:\n        print('cannot read', path, e)\n"
+                             f"import coursekit.grading.harvest_driver as hd\n"
+                             f"try:\n    open(hd.__file__, 'w').write('')\n"
+                             f"except OSError as e:\n    print('cannot write', e)\n"
+                             f"json.dump({{'q3': {{'verdict': 'pass'}}}}, open('outputs.json', 'w'))\n"
+                             f"os.chmod('outputs.json', 0o444)")
+    elif name == "eq_always_true":
+        cell = _question_cell(nb, 3)
+        cell.source = _replace_def(cell.source, "collapse", (
+            "class Yes(torch.Tensor):\n    def __eq__(self, other):\n        return True\n"
+            "    __hash__ = torch.Tensor.__hash__\n\n\n"
+            "def collapse(W1, b1, W2, b2):\n    return torch.zeros(1).as_subclass(Yes), torch.zeros(1).as_subclass(Yes)"))
+    elif name == "nan_inf":
+        cell = _question_cell(nb, 1)
+        cell.source = _replace_def(cell.source, "sigmoid", "def sigmoid(x):\n    return x * float('nan')")
+    elif name == "wrong_shape":
+        cell = _question_cell(nb, 3)
+        cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2)[None]", 1)
+    elif name == "wrong_dtype":
+        cell = _question_cell(nb, 2)
+        cell.source = _replace_def(cell.source, "relu_grad", "def relu_grad(x):\n    return (x > 0).double()")
+    elif name == "wrong_device":
+        cell = _question_cell(nb, 1)
+        cell.source = _replace_def(cell.source, "tanh", (
+            "def tanh(x):\n    z = torch.exp(-2 * torch.abs(x))\n    return (torch.sign(x) * (1 - z) / (1 + z)).cuda()"))
+    elif name == "missing_functions":
+        nb.cells.remove(_question_cell(nb, 2))
+    elif name == "empty":
+        nb.cells = []
+    elif name == "stale_outputs_other_kernel":
+        # wrong tanh, a "PASS" left from another run, another kernel's name
+        cell = _question_cell(nb, 1)
+        cell.source = _replace_def(cell.source, "tanh", "def tanh(x):\n    return x")
+        for c in nb.cells:
+            if c.cell_type == "code" and c.source.startswith("check("):
+                c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="PASS  every test\n")]
+                c.execution_count = 7
+        nb.metadata["kernelspec"] = {"name": "conda-env-mlp-py", "display_name": "Python [conda env:mlp]",
+                                     "language": "python"}
+    elif name == "stderr_warnings":
+        _insert_after(nb, 1, "import sys, warnings\nwarnings.warn('this API is deprecated')\n"
+                             "print('a message on stderr', file=sys.stderr)")
+    elif name == "input":
+        _insert_after(nb, 1, "name = input('Your name: ')")
+    else:
+        raise KeyError(name)
+    return nb
+
+
+# name -> (points per question q1..q5, status). Exact.
+EXPECTED = {
+    "correct": ((20, 15, 15, 25, 25), "ok"),
+    "infinite_loop": ((20, 15, 15, 25, 25), "timeout"),
+    "os_exit": ((20, 15, 15, 25, 25), "killed"),
+    "sys_exit": ((20, 15, 15, 25, 25), "ok"),
+    "exception": ((20, 15, 0, 25, 25), "ok"),
+    "syntax_error": ((20, 15, 0, 25, 25), "ok"),
+    "memory": ((20, 15, 15, 25, 25), "ok"),
+    "fork_bomb": ((20, 15, 15, 25, 25), "ok"),
+    "huge_output": ((20, 15, 15, 25, 25), "output-limit"),
+    "monkeypatch": ((13, 15, 15, 25, 25), "ok"),
+    "test_files": ((20, 15, 0, 25, 25), "ok"),
+    "eq_always_true": ((20, 15, 0, 25, 25), "ok"),
+    "nan_inf": ((13, 15, 15, 25, 25), "ok"),
+    "wrong_shape": ((20, 15, 0, 25, 25), "ok"),
+    "wrong_dtype": ((20, 10, 15, 25, 25), "ok"),
+    "wrong_device": ((13, 15, 15, 25, 25), "ok"),
+    "missing_functions": ((20, 0, 15, 25, 25), "ok"),
+    "empty": ((0, 0, 0, 0, 0), "ok"),
+    "stale_outputs_other_kernel": ((13, 15, 15, 25, 25), "ok"),
+    "stderr_warnings": ((20, 15, 15, 25, 25), "ok"),
+    "input": ((20, 15, 15, 25, 25), "ok"),
+    "corrupt_json": ((0, 0, 0, 0, 0), "invalid-notebook"),
+    "renamed": ((20, 15, 15, 25, 25), "ok"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    require_bwrap()
+    root = tmp_path_factory.mktemp("class")
+    subs = root / "subs"
+    subs.mkdir()
+    for name in EXPECTED:
+        if name == "corrupt_json":
+            text = nbformat.writes(solved())
+            (subs / f"{name}.ipynb").write_text(text[: len(text) // 2])
+        elif name == "renamed":
+            (subs / name).mkdir()
+            nbformat.write(solved(), subs / name / "mlp_lab (copy).txt")
+        else:
+            nbformat.write(build(name), subs / f"{name}.ipynb")
+    out = root / "out"
+    summary = grade_folder(subs, out, spec=load_spec(REPO / "lab" / "autograder"), limits=LIMITS, workers=2,
+                           progress=False, log=lambda *a: None)
+    records = {p.stem: json.loads(p.read_text())["grade"] for p in (out / "records").glob("*.json")}
+    return summary, records, out
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_bad_submission_gets_its_exact_score(graded, name):
+    _, records, out = graded
+    grade = records[name]
+    points = tuple(q["points"] for q in grade["questions"])
+    expected_points, expected_status = EXPECTED[name]
+    assert (points, grade["status"]) == (expected_points, expected_status), grade["feedback"]
+    assert grade["total"] == sum(expected_points)
+    validate_results(json.loads((out / "gradescope" / name / "results.json").read_text()))
+
+
+def test_the_whole_class_was_graded_in_one_batch(graded):
+    summary, records, out = graded
+    assert summary.graded == len(EXPECTED) and summary.failed == 0
+    assert sorted(records) == sorted(EXPECTED)
+
+
+def test_feedback_says_why(graded):
+    _, records, out = graded
+    fb = {name: (out / "feedback" / f"{name}.txt").read_text() for name in EXPECTED}
+    assert "time limit" in fb["infinite_loop"]
+    assert "os._exit" in fb["os_exit"]
+    assert "sys.exit" in fb["sys_exit"]
+    assert "PASS" not in fb["stale_outputs_other_kernel"]
+    assert "ValueError: not today" in fb["exception"]
+    assert "SyntaxError" in fb["syntax_error"]
+    assert "input()" in fb["input"]
+    assert "printed more than 4 MiB" in fb["huge_output"]
+    assert "not valid notebook JSON" in fb["corrupt_json"]
+    assert "another name" in fb["renamed"]
+
+
+def test_no_secret_reached_the_student(graded):
+    _, records, out = graded
+    hidden = HIDDEN.read_text()
+    marker = next(line for line in hidden.splitlines() if line.startswith("Q1 = "))
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert marker not in path.read_text(errors="replace")
+    assert "harvest" in (REPO / "coursekit" / "grading" / "harvest_driver.py").read_text()
