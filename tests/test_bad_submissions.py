@@ -235,6 +235,8 @@ def test_feedback_says_why(graded):
     assert "SyntaxError" in fb["syntax_error"]
     assert "input()" in fb["input"]
     assert "printed more than 4 MiB" in fb["huge_output"]
+    assert "File too large" not in fb["huge_output"]        # later cells print on without failing
+    assert "the memory limit is 3072 MiB" in fb["memory"]
     assert "not valid notebook JSON" in fb["corrupt_json"]
     assert "another name" in fb["renamed"]
 

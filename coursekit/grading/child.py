@@ -96,6 +96,15 @@ def _output_size() -> int:
         return 0
 
 
+def _silence_output():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 def _kill_strays():
     """Kill processes a cell left behind (a fork bomb's children); only with a uid of our own."""
     try:
@@ -170,9 +179,14 @@ def main(job_path):
         if os.getpid() != MAIN_PID:        # a forked copy of this process: it must not go on
             os._exit(1)
         out_limit = job.get("output_limit_bytes")
-        if out_limit and out_before < out_limit <= _output_size() and status != "timeout":
-            status, error = "output-limit", (f"printed more than {out_limit / 2**20:g} MiB of output; "
-                                             "what came after was cut off")
+        if out_limit and out_before < out_limit <= _output_size():
+            if status != "timeout":
+                status, error = "output-limit", (f"printed more than {out_limit / 2**20:g} MiB of output; "
+                                                 "what came after was cut off")
+            _silence_output()       # the next cells' prints must not fail on a full output file
+        if error and ("Cannot allocate memory" in error or error.startswith("MemoryError")):
+            first, _, rest = error.partition("\n")
+            error = f"{first} (the memory limit is {job.get('memory_mb', '?')} MiB)\n{rest}".rstrip()
         if job.get("kill_strays"):
             _kill_strays()
         emit(event="end", cell=i, status=status, error=error, seconds=round(time.monotonic() - t0, 3))

@@ -404,7 +404,8 @@ def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, res
         job = {"cells": [{"index": i, "source": s} for i, s in enumerate(sources)],
                "skip": {str(k): v for k, v in skip.items()}, "harvest": harvest_code,
                "cell_timeout": limits.cell_timeout, "harvest_call_timeout": call_timeout,
-               "kill_strays": z.mode != "none", "output_limit_bytes": limits.max_output_total_mb << 20}
+               "kill_strays": z.mode != "none", "output_limit_bytes": limits.max_output_total_mb << 20,
+               "memory_mb": limits.memory_mb}
         tracker = _Tracker(limits, harvest_timeout)
         killed_for, code, output, host = _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits,
                                                   job, remaining, tracker)
