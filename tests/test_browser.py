@@ -115,6 +115,8 @@ def _write_smoke_notebooks(folder: Path) -> None:
 
     faults = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec})
     faults.cells = [
+        # An error the author meant to show (nbval's tag): neither reported nor stopping run-all.
+        nbformat.v4.new_code_cell("raise KeyError('shown on purpose')", metadata={"tags": ["raises-exception"]}),
         nbformat.v4.new_code_cell("display({'text/plain': 'IntSlider(value=3, max=10)'}, raw=True)"),
         nbformat.v4.new_code_cell("display({'text/plain': '<Figure size 640x480 with 1 Axes>'}, raw=True)"),
         nbformat.v4.new_code_cell("raise ValueError('planted fault')"),
@@ -296,20 +298,22 @@ def test_harness_smoke_notebook(driver):
 
 @pytest.mark.timeout(240)
 def test_harness_catches_planted_faults(driver):
-    """The detectors flag an error, a widget's text fallback, a figure as text, and the cells run-all skipped."""
+    """The detectors flag an error, a widget's text fallback, a figure as text, and the cells run-all skipped;
+    an error in a cell tagged raises-exception is let through."""
     path = f"{SMOKE_FOLDER}/planted_faults.ipynb"
     driver.open_lab()
     driver.open_from_file_browser(path)
     driver.clear_and_run_all(RUN_ALL_TIMEOUT_MS)
-    problems = page_problems(driver.cell_reports(), expected_widgets={0})
+    problems = page_problems(driver.cell_reports(), expected_widgets={1})
     joined = "\n".join(problems)
     assert "text fallback 'IntSlider(value=3, max=10)'" in joined
     assert "the committed notebook has a widget here" in joined
     assert "`<Figure size ...>`" in joined
     assert "error output ['ValueError: planted fault']" in joined
-    assert "cell 3 [None] `print('never runs" in joined and "did not run" in joined
+    assert "cell 4 [None] `print('never runs" in joined and "did not run" in joined
+    assert "KeyError" not in joined
     assert len(problems) == 5, joined
-    assert driver.execution_state() == "kernel idle; 3 of 4 code cells ran; cell None running, 0 more queued"
+    assert driver.execution_state() == "kernel idle; 4 of 5 code cells ran; cell None running, 0 more queued"
 
 
 @pytest.mark.timeout(RUN_ALL_TIMEOUT_MS // 1000 + 180)
