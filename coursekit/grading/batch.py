@@ -222,6 +222,20 @@ def _gradebook(records: list[dict], question_names: list[str]) -> str:
     return buf.getvalue()
 
 
+def _warn_if_readable(spec, out: Path, log) -> None:
+    """Without bubblewrap, student code sees the whole file system as an unprivileged uid: the hidden tests,
+    the solution and the gradebook must then be unreadable to it (0700 folders). Say so if they are not."""
+    from coursekit.grading import sandbox
+    if sandbox.isolation_mode() != "uid":
+        return
+    folder = getattr(spec, "autograder_dir", None)
+    paths = [out] + ([Path(folder), Path(folder).parent / "source"] if folder else [])
+    exposed = sandbox.check_unreadable(paths, sandbox.SANDBOX_UID_BASE)
+    if exposed:
+        log("WARNING: no bubblewrap, so student code runs as an unprivileged uid only, and it can read: "
+            + ", ".join(exposed) + ". Make them unreadable (chmod 700 on a folder above) or install bubblewrap.")
+
+
 def _load_record(path: Path) -> dict | None:
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
@@ -243,6 +257,8 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     out = Path(out_dir)
     for sub_dir in ("feedback", "gradescope", "records"):
         (out / sub_dir).mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)        # the gradebook is the grader's alone
+    _warn_if_readable(spec, out, log)
     subs, ignored = discover_submissions(submissions_dir)
     for line in ignored:
         log(f"left out: {line}")
