@@ -31,6 +31,7 @@ HIDDEN = REPO / "lab" / "autograder" / "hidden_tests.py"
 LIMITS = Limits(cell_timeout=15, submission_timeout=150, harvest_timeout=40, memory_mb=3072, max_processes=64,
                 max_file_mb=16, max_output_kb=32, max_output_total_mb=4)
 TODO = re.compile(r"^# TODO: Question (\d+)")
+pytestmark = pytest.mark.slow       # one batch of 23 real submissions (about a minute on 2 cores)
 
 
 def solved() -> nbformat.NotebookNode:

@@ -74,6 +74,7 @@ def graded(tmp_path_factory):
     return subs, out, summary
 
 
+@pytest.mark.slow
 def test_gradebook_has_one_exact_row_per_student(graded):
     _, out, summary = graded
     rows = _rows(out)
@@ -86,6 +87,7 @@ def test_gradebook_has_one_exact_row_per_student(graded):
     assert summary.statuses == {"ok": 4, "invalid-notebook": 1, "no-notebook": 1}
 
 
+@pytest.mark.slow
 def test_feedback_says_per_question_what_passed_and_failed(graded):
     _, out, _ = graded
     text = (out / "feedback" / "bo.txt").read_text()
@@ -96,6 +98,7 @@ def test_feedback_says_per_question_what_passed_and_failed(graded):
     assert "another name" in (out / "feedback" / "eve.txt").read_text()
 
 
+@pytest.mark.slow
 def test_gradescope_results_are_valid_and_match_the_gradebook(graded):
     _, out, _ = graded
     for student, (add, mul, total, status) in EXPECTED.items():
@@ -107,6 +110,7 @@ def test_gradescope_results_are_valid_and_match_the_gradebook(graded):
         assert all(t["visibility"] == "visible" for t in res["tests"])
 
 
+@pytest.mark.slow
 def test_summary_is_written(graded):
     _, out, summary = graded
     text = (out / "summary.txt").read_text()
@@ -114,6 +118,7 @@ def test_summary_is_written(graded):
     assert "submissions per minute" in text and summary.per_minute > 0
 
 
+@pytest.mark.slow
 def test_rerun_grades_only_what_is_missing_or_changed(graded, tmp_path):
     subs, out, _ = graded
     work = tmp_path / "out"
@@ -158,6 +163,7 @@ class _Failing(TinySpec):
         return super().score(inputs, result)
 
 
+@pytest.mark.slow
 def test_an_interrupted_batch_resumes_without_losing_or_repeating(graded, tmp_path):
     require_bwrap()
     subs, ref_out, _ = graded
@@ -174,6 +180,7 @@ def test_an_interrupted_batch_resumes_without_losing_or_repeating(graded, tmp_pa
     assert _rows(out) == [dict(r, file=r["file"]) for r in _rows(ref_out)]
 
 
+@pytest.mark.slow
 def test_a_grader_error_on_one_submission_does_not_stop_the_batch(graded, tmp_path):
     subs, _, _ = graded
     out = tmp_path / "out"

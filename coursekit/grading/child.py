@@ -223,7 +223,8 @@ def main(job_path):
 
 # ----------------------------------------------------------------------------------------- the server
 
-PRELOAD = ["numpy", "torch", "matplotlib.pyplot", "d2l.torch", "coursekit"]
+# zipfile and cp437: the harvest's np.savez needs them, and (mode "uid") a job may be unable to read the stdlib
+PRELOAD = ["numpy", "torch", "matplotlib.pyplot", "d2l.torch", "coursekit", "zipfile", "encodings.cp437"]
 
 
 def _preload():
