@@ -21,7 +21,7 @@ from grading_helpers import GOOD_CELLS, TINY_HARVEST, make_notebook, require_bwr
 
 slow = pytest.mark.slow      # the fixture grades 15 notebooks, some of which run into their time limits
 LIMITS = Limits(cell_timeout=4, submission_timeout=90, harvest_timeout=6, memory_mb=1536, max_processes=48,
-                max_file_mb=8, max_output_kb=8, max_output_total_mb=2)
+                max_file_mb=8, max_disk_mb=64, max_output_kb=8, max_output_total_mb=2)
 REPO = Path(coursekit.__file__).resolve().parent.parent
 ADD, MUL = GOOD_CELLS[1], GOOD_CELLS[2]
 
@@ -88,6 +88,11 @@ def results(tmp_path_factory):
                                   "while True:\n    try:\n        print('spam' * 1000)\n    except OSError:\n        pass",
                                   MUL],
         "big_file": ["import numpy as np", ADD, "open('big.bin', 'wb').write(b'0' * (20 * 2**20))", MUL],
+        "many_files": ["import numpy as np", ADD,
+                       "import time\nfor i in range(100):\n    open(f'f{i}.bin', 'wb').write(b'0' * (7 * 2**20))\n"
+                       "    time.sleep(0.05)", MUL],
+        "shm": ["import numpy as np", ADD,
+                "for i in range(3):\n    open(f'/dev/shm/x{i}', 'wb').write(b'0' * (7 * 2**20))", MUL],
         "symlink": ["import numpy as np, os, json",
                     f"os.symlink({str(secret)!r}, 'outputs.json')\nos.symlink('/etc/passwd', 'outputs.npz')\n"
                     "json.dump = lambda *a, **k: None\nnp.savez = lambda *a, **k: None", ADD, MUL],
@@ -226,6 +231,21 @@ def test_file_size_is_limited(results):
     r = results["big_file"]
     assert any(e.startswith("cell 3:") and "File too large" in e for e in r.cell_errors)
     assert not (results["_dir"] / "big.bin").exists()
+
+
+@slow
+def test_disk_use_of_a_submission_is_limited(results):
+    r = results["many_files"]
+    assert r.status == "disk-limit"
+    assert any(e.startswith("cell 3: stopped: it wrote more than 64 MiB") for e in r.cell_errors), r.cell_errors
+    assert set(r.outputs) == {"add", "mul"}
+
+
+@slow
+def test_shared_memory_is_small(results):
+    r = results["shm"]
+    assert any(e.startswith("cell 3: OSError: [Errno 28] No space left") for e in r.cell_errors), r.cell_errors
+    assert set(r.outputs) == {"add", "mul"}
 
 
 @slow

@@ -41,7 +41,7 @@ MAX_NOTEBOOK_MB = 16
 MAX_META_BYTES = 256 * 1024
 MAX_OUTPUTS_MB = 64
 MAX_ERROR_CHARS = 1500
-STATUS_ORDER = ["ok", "timeout", "memory", "output-limit", "killed", "kernel-died", "invalid-notebook"]
+STATUS_ORDER = ["ok", "timeout", "memory", "output-limit", "disk-limit", "killed", "kernel-died", "invalid-notebook"]
 
 
 @dataclass
@@ -229,6 +229,8 @@ def _reason_text(killed_for, returncode, limits: Limits) -> tuple[str, str]:
         return "timeout", f"stopped: it ran past the time limit ({limits.cell_timeout:g} s for a cell)"
     if killed_for == "memory":
         return "memory", f"stopped: it used more than {limits.memory_mb} MiB of memory"
+    if killed_for == "disk":
+        return "disk-limit", f"stopped: it wrote more than {limits.max_disk_mb} MiB (or 20000 files) to its folder"
     if killed_for == "output":
         return "output-limit", f"stopped: it printed more than {limits.max_output_total_mb} MiB of output"
     if returncode is not None and returncode < 0:
@@ -345,7 +347,7 @@ def _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits, job, 
     killed_for, pid = None, None
     try:
         pid = z.start(cmd)
-        last_mem = 0.0
+        last_mem = last_disk = 0.0
         while True:
             elapsed = time.monotonic() - start
             reason = tracker(events.poll(), elapsed)
@@ -361,6 +363,11 @@ def _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits, job, 
                     last_mem = elapsed
                     if sandbox.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
                         reason = "memory"
+                    elif elapsed - last_disk >= 0.5:
+                        last_disk = elapsed
+                        used, entries = sandbox.folder_usage(host)
+                        if used > limits.max_disk_mb << 20 or entries > 20000:
+                            reason = "disk"
             if reason is not None:
                 killed_for = reason
                 sandbox.kill_job(job_uid, pid)

@@ -50,13 +50,14 @@ class Limits:
     memory_mb: int = 3072               # resident memory of the whole sandbox; also RLIMIT_DATA
     max_processes: int = 64             # processes and threads of the sandbox's uid
     max_file_mb: int = 64               # largest file it may write
+    max_disk_mb: int = 512              # all the files in its folder together
     max_output_kb: int = 64             # output kept for the feedback (head and tail)
     max_output_total_mb: int = 16       # a cell that prints more fails (printing past max_file_mb raises)
     max_restarts: int = 4               # fresh processes after a cell that killed its process
 
     def __post_init__(self):
         for name in ("cell_timeout", "submission_timeout", "harvest_timeout", "memory_mb", "max_processes",
-                     "max_file_mb", "max_output_kb", "max_output_total_mb"):
+                     "max_file_mb", "max_disk_mb", "max_output_kb", "max_output_total_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_restarts < 0:
@@ -268,6 +269,8 @@ def bwrap_command(argv, spool: Path, ro_paths) -> list[str]:
     cmd = [bwrap_path(),
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
            "--proc", "/proc", "--dev", "/dev",
+           # a small /dev/shm: files there live in memory and no process's RSS counts them
+           "--perms", "1777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
            "--size", str(64 << 20), "--perms", "0755", "--tmpfs", "/tmp"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = Path("/") / name
@@ -489,6 +492,27 @@ def _server_setup():
 def job_memory_mb(uid, pid, limit_mb) -> float:
     """Memory of a job's processes (by uid, or by process tree from ``pid`` without one)."""
     return _sandbox_memory_mb(pid if uid is None else -1, uid, limit_mb)
+
+
+def folder_usage(folder: Path, max_entries: int = 20000) -> tuple[int, int]:
+    """(bytes, entries) under a job's folder, without following links; stops counting past max_entries."""
+    total = count = 0
+    todo = [str(folder)]
+    while todo and count <= max_entries:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for entry in it:
+                    count += 1
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            todo.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return total, count
 
 
 def kill_job(uid, pid):
