@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +338,24 @@ def test_an_unknown_sandbox_mode_is_refused(monkeypatch):
     monkeypatch.setattr(sandbox, "_MODE_CACHE", {})
     with pytest.raises(ValueError, match="bwrap, uid or none"):
         sandbox.isolation_mode()
+
+
+@slow
+def test_a_dead_grading_server_is_the_graders_failure_and_is_restarted(tmp_path):
+    require_bwrap()
+    from concurrent.futures import ThreadPoolExecutor
+    from coursekit.grading import runner
+    loop = make_notebook(tmp_path / "loop.ipynb", "import time\nwhile True:\n    time.sleep(0.1)")
+    server = runner.warm_server()
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(execute_submission, loop, TINY_HARVEST, tiny_inputs(), LIMITS)
+        deadline = time.monotonic() + 60
+        while not server._started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.proc.kill()
+        with pytest.raises(sandbox.ZygoteError, match="died"):
+            fut.result(timeout=60)
+    good = make_notebook(tmp_path / "good.ipynb", *GOOD_CELLS)
+    r = execute_submission(good, TINY_HARVEST, tiny_inputs(), LIMITS)
+    assert r.status == "ok" and set(r.outputs) == {"add", "mul"}
+    assert runner.warm_server() is not server

@@ -269,7 +269,8 @@ def shutdown_server():
 
 def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: Limits | None = None) -> ExecutionResult:
     """Run a notebook's cells and ``harvest_code`` in the sandbox; return the harvested data. Never raises for
-    anything the submission does; a bad notebook file gives status ``invalid-notebook``."""
+    anything the submission does; a bad notebook file gives status ``invalid-notebook``. Raises
+    ``sandbox.ZygoteError`` only if the grading server itself cannot start or dies (no grade then)."""
     limits = limits or Limits()
     started = time.monotonic()
     result = ExecutionResult(isolation=sandbox.isolation_mode())
@@ -389,12 +390,7 @@ def _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits, job, 
 
 
 def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, result, started):
-    try:
-        z = warm_server()
-    except sandbox.ZygoteError as exc:
-        result.status = "kernel-died"
-        result.cell_errors.append(f"the grading server could not start: {exc}")
-        return
+    z = warm_server()       # ZygoteError if it cannot start: the grader's failure, not the student's
     skip: dict[int, str] = {}
     finished: dict[int, tuple] = {}
     worst = "ok"
@@ -432,9 +428,8 @@ def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, res
                 result.cell_errors.extend(problems)
                 break
             if killed_for == "server":
-                worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
-                result.cell_errors.append("the grading server died while running this notebook")
-                break
+                # the grader's failure, not the student's: no grade (a batch tries it again on its next run)
+                raise sandbox.ZygoteError("the grading server died while running this notebook")
             status, words = _reason_text(killed_for, code, limits)
             worst = max(worst, status, key=STATUS_ORDER.index)
             if isinstance(tracker.current, int):
