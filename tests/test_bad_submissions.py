@@ -9,7 +9,6 @@ Points of the lab: q1 relu 6, sigmoid 7, tanh 7 | q2 relu_grad 5, sigmoid_grad 5
 Each question is graded on its own: while q2 is tested, the notebook's sigmoid and tanh are swapped for the
 reference ones, so a wrong tanh costs q1's 7 points only.
 """
-import copy
 import json
 import re
 from pathlib import Path

@@ -396,7 +396,8 @@ def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, res
     worst = "ok"
     logs = []
     harvest_timeout = limits.harvest_timeout
-    call_timeout = min(10.0, harvest_timeout / 2)
+    # one call of a student's function from the harvest (the lab may train with the student's train_mlp there)
+    call_timeout = min(harvest_timeout / 2, max(limits.cell_timeout, 10.0))
     for attempt in range(limits.max_restarts + 1):
         result.attempts = attempt + 1
         remaining = limits.submission_timeout - (time.monotonic() - started)

@@ -26,13 +26,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SANDBOX_UID_BASE = 61000    # uids SANDBOX_UID_BASE .. +255: one per sandbox running at the same time
