@@ -189,6 +189,7 @@ class _Tracker:
         self.seconds = {}
         self.raw = []
         self.out_at_harvest = 0
+        self.ready = False          # the job's process started and read its job
         # after the soft limit (SIGALRM in the cell) a little time to unwind before the process is killed
         self.grace = min(5.0, max(1.0, limits.cell_timeout / 2))
 
@@ -202,6 +203,8 @@ class _Tracker:
                 continue
             if len(self.raw) < 500:
                 self.raw.append(ev)
+            if kind == "ready":
+                self.ready = True
             if kind == "start" and isinstance(ev.get("cell"), int):
                 self.current, self.since = ev["cell"], elapsed
             elif kind == "end" and isinstance(ev.get("cell"), int):
@@ -444,6 +447,9 @@ def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, res
             if killed_for == "timeout" and tracker.ended:
                 result.cell_errors.append(
                     f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
+                break
+            if tracker.ready:       # e.g. a thread started by an earlier cell ended the process
+                result.cell_errors.append(f"between two cells, {words}; the cells after it did not run")
                 break
             worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
             result.cell_errors.append(f"the notebook's process did not start ({words}): {output[-500:]}")
