@@ -93,6 +93,10 @@ class JupyterLabServer:
         labconfig.mkdir(exist_ok=True)
         page_config = {"disabledExtensions": {name: True for name in DISABLED_LAB_PLUGINS}}
         (labconfig / "page_config.json").write_text(json.dumps(page_config))
+        # Per-cell timings in the cell metadata (JupyterLab's own "Recording timing" setting), for the summary.
+        notebook_settings = dirs["settings"] / "@jupyterlab" / "notebook-extension"
+        notebook_settings.mkdir(parents=True, exist_ok=True)
+        (notebook_settings / "tracker.jupyterlab-settings").write_text(json.dumps({"recordTiming": True}))
         env = dict(os.environ)
         env.update(
             JUPYTER_CONFIG_DIR=str(dirs["config"]),
@@ -311,6 +315,9 @@ _CELL_REPORT_JS = f"""
       source: model.sharedModel.getSource(),
       tags: model.getMetadata('tags') || [],
       executionCount: model.executionCount,
+      seconds: (t => t && t['iopub.execute_input'] && t['shell.execute_reply']
+                ? (Date.parse(t['shell.execute_reply']) - Date.parse(t['iopub.execute_input'])) / 1000 : null)(
+                model.getMetadata('execution')),
       outputs,
       errors,
       domTracebacks: leafOutputs
@@ -363,6 +370,7 @@ class CellReport:
     source: str
     tags: list
     executionCount: int | None
+    seconds: float | None  # how long the kernel took (JupyterLab's recorded timing), None if not recorded
     outputs: list
     errors: list
     domTracebacks: list

@@ -269,6 +269,7 @@ def test_harness_smoke_notebook(driver):
         kernel_cell, plot_cell, widget_cell, *_, check_cell = reports
         assert f"kernel prefix: {sys.prefix}" in kernel_cell.text, "the kernel is not the project's venv python"
         assert plot_cell.images == plot_cell.imagesLoaded == 1
+        assert all(r.seconds is not None and r.seconds >= 0 for r in reports), "cell timings not recorded"
         assert widget_cell.widgetViews == 1 and widget_cell.sliders == 1 and widget_cell.dropdowns == 1
         assert "width=4 kind=line" in widget_cell.text and widget_cell.images == 1
 
@@ -341,6 +342,8 @@ def test_notebook_in_jupyterlab(driver, relative_path, served_root):
     finally:
         try:
             summary["execution_state"] = driver.execution_state()
+            summary["slowest_cells"] = [(r.headline(), r.seconds) for r in
+                                        sorted(driver.cell_reports(), key=lambda r: -(r.seconds or 0))[:6]]
             driver.screenshot_whole_notebook(screenshot)
         except Exception as error:  # never hide the test's own failure behind the picture's
             problems.append(f"no screenshot: {error!r}")
