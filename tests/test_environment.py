@@ -37,20 +37,13 @@ def test_ipython_is_below_9():
 
 D2L_SMOKE = """
 import torch
-from torch import nn
 from d2l import torch as d2l
 import coursekit
 x = torch.arange(-8.0, 8.0, 0.1)
 d2l.plot(x, torch.relu(x), 'x', 'relu(x)', figsize=(5, 2.5))
 
-class SoftmaxRegression(d2l.Classifier):
-    def __init__(self, lr=0.1):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-
 torch.manual_seed(0)
-model = SoftmaxRegression()
+model = d2l.SoftmaxRegression(num_outputs=10, lr=0.1)
 data = coursekit.FashionMNIST(batch_size=256, num_train=2048, num_val=512)
 d2l.Trainer(max_epochs=1).fit(model, data)   # draws with d2l's ProgressBoard
 print("val acc", coursekit.evaluate_accuracy(model, data.val_dataloader()))
