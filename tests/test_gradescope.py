@@ -121,4 +121,7 @@ def test_run_autograder_on_a_corrupt_notebook_writes_a_zero(tmp_path, bundle):
     res = json.loads((root / "results" / "results.json").read_text())
     validate_results(res)
     assert res["score"] == 0.0 and "invalid-notebook" in res["output"]
+    # hidden tests and results are the grader's alone, even without bubblewrap
+    assert stat.S_IMODE((root / "source" / "autograder").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "results").stat().st_mode) == 0o700
     assert "not valid notebook JSON" in res["output"]

@@ -23,18 +23,27 @@ __all__ = ["results_json", "validate_results", "build_bundle", "run_one", "SETUP
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 
 SETUP_SH = """#!/usr/bin/env bash
-# Gradescope runs this once, as root, to build the autograder image.
+# Gradescope runs this once, as root, to build the autograder image (it has internet access then).
 set -euo pipefail
 cd /autograder/source
+export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# bubblewrap isolates student code (without it the grader falls back to an unprivileged uid);
-# dataset-fashion-mnist is optional: without it coursekit downloads Fashion-MNIST here, at setup.
-apt-get install -y -qq bubblewrap python3 python3-pip python3-venv
+# bubblewrap isolates student code (without it the grader falls back to an unprivileged uid).
+apt-get install -y -qq bubblewrap python3 python3-venv ca-certificates
+# Debian's package of Fashion-MNIST, where the distribution has it; otherwise coursekit downloads it below.
 apt-get install -y -qq dataset-fashion-mnist || true
-python3 -m venv /autograder/venv
-/autograder/venv/bin/pip install --quiet --upgrade pip
-/autograder/venv/bin/pip install --quiet -r requirements.txt
-/autograder/venv/bin/pip install --quiet --no-deps --no-build-isolation -e .
+# The pins need Python 3.11: the system's if it is 3.11, else one installed by uv.
+if command -v python3.11 >/dev/null; then
+    python3.11 -m venv /autograder/venv
+else
+    python3 -m venv /autograder/uv && /autograder/uv/bin/pip install --quiet uv
+    /autograder/uv/bin/uv python install 3.11
+    /autograder/uv/bin/uv venv --seed --python 3.11 /autograder/venv
+    chmod -R a+rX "$(/autograder/uv/bin/uv python dir)"     # the sandbox's uid must read Python's stdlib
+fi
+/autograder/venv/bin/python -m pip install --quiet --upgrade pip
+/autograder/venv/bin/python -m pip install --quiet -r requirements.txt
+/autograder/venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 /autograder/venv/bin/python -c "import coursekit; coursekit.load_fashion_mnist()"
 """
 
@@ -44,6 +53,9 @@ set -uo pipefail
 ROOT="${COURSEKIT_AUTOGRADER_ROOT:-/autograder}"
 PY="${COURSEKIT_PYTHON:-$ROOT/venv/bin/python}"
 mkdir -p "$ROOT/results"
+# Without bubblewrap student code runs as an unprivileged uid only: the hidden tests and the results
+# must then be unreadable to it.
+chmod 700 "$ROOT/source/autograder" "$ROOT/results"
 cd "$ROOT/source"
 # the bundle's own coursekit comes first on the path
 export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
