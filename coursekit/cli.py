@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["assign"]:      # everything after it is assign's own (argparse would eat "--help")
+        from coursekit.grading import assign
+        return assign.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 

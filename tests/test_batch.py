@@ -233,3 +233,20 @@ def test_cli_killed_halfway_and_rerun_loses_and_repeats_nothing(tmp_path):
     assert all(r["total"] == "0" and r["status"] == "ok" for r in rows)
     assert all((out / "records" / name).read_bytes() == data for name, data in first.items())
     assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_says_what_is_wrong_and_builds_a_bundle(tmp_path, capsys):
+    from coursekit.cli import main
+    assert main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "subs").mkdir()
+    assert main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
+                 "--autograder-dir", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="cell_timeout"):
+        main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--cell-timeout", "0"])
+    assert main(["gradescope-bundle", "--out", str(tmp_path / "ag.zip")]) == 0
+    assert (tmp_path / "ag.zip").is_file() and "upload it" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["assign", "--help"])
+    assert exc.value.code == 0 and "--source" in capsys.readouterr().out
