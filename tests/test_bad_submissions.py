@@ -165,7 +165,7 @@ EXPECTED = {
     "sys_exit": ((20, 15, 15, 25, 25), "ok"),
     "exception": ((20, 15, 0, 25, 25), "ok"),
     "syntax_error": ((20, 15, 0, 25, 25), "ok"),
-    "memory": ((20, 15, 15, 25, 25), "ok"),
+    "memory": ((20, 15, 15, 25, 25), "memory"),
     "fork_bomb": ((20, 15, 15, 25, 25), "ok"),
     "huge_output": ((20, 15, 15, 25, 25), "output-limit"),
     "monkeypatch": ((13, 15, 15, 25, 25), "ok"),

@@ -198,6 +198,7 @@ def test_fork_bomb_is_contained(results):
 @slow
 def test_memory_exhaustion_in_one_process_fails_the_cell(results):
     r = results["memory_one"]
+    assert r.status == "memory" and r.attempts == 1
     assert any(e.startswith("cell 3: MemoryError") for e in r.cell_errors)
     assert set(r.outputs) == {"add", "mul"}
 

@@ -185,6 +185,7 @@ def main(job_path):
                                                  "what came after was cut off")
             _silence_output()       # the next cells' prints must not fail on a full output file
         if error and ("Cannot allocate memory" in error or error.startswith("MemoryError")):
+            status = "memory"
             first, _, rest = error.partition("\n")
             error = f"{first} (the memory limit is {job.get('memory_mb', '?')} MiB)\n{rest}".rstrip()
         if job.get("kill_strays"):

@@ -461,7 +461,7 @@ def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, res
     cell_msgs = []
     for i in sorted(finished):
         st, err = finished[i]
-        if st in ("timeout", "output-limit"):
+        if st in ("timeout", "output-limit", "memory"):
             worst = max(worst, st, key=STATUS_ORDER.index)
         if st != "ok":
             cell_msgs.append(f"cell {i + 1}: {err}")
