@@ -101,8 +101,6 @@ def isolation_mode() -> str:
                 mode = "bwrap"
             else:
                 _MODE_CACHE["why_not_bwrap"] = probe.stderr.decode(errors="replace").strip()
-    elif bwrap_path():
-        mode = "none"
     _MODE_CACHE["mode"] = mode
     return mode
 
@@ -163,6 +161,8 @@ def _proc_table():
         except OSError:
             continue
         uid = ppid = rss = 0
+        if "\nState:\tZ" in text:      # a zombie holds no memory and cannot be killed: its parent reaps it
+            continue
         for line in text.splitlines():
             if line.startswith("Uid:"):
                 uid = int(line.split()[1])
