@@ -35,7 +35,7 @@ SERVED_FOLDERS = ("notebooks", "lab")
 SMOKE_FOLDER = "browser-smoke"
 LAB_NOTEBOOK = "lab/mlp_lab.ipynb"
 # Notebook 04 trains for a few minutes on 2 busy cores; a slower machine can raise the limit (seconds).
-RUN_ALL_TIMEOUT_MS = int(os.environ.get("COURSEKIT_BROWSER_RUN_ALL_TIMEOUT", "480")) * 1000
+RUN_ALL_TIMEOUT_MS = int(os.environ.get("COURSEKIT_BROWSER_RUN_ALL_TIMEOUT", "600")) * 1000
 WIDGET_TIMEOUT_MS = 60_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
