@@ -30,7 +30,7 @@ HIDDEN = REPO / "lab" / "autograder" / "hidden_tests.py"
 LIMITS = Limits(cell_timeout=15, submission_timeout=150, harvest_timeout=40, memory_mb=3072, max_processes=64,
                 max_file_mb=16, max_output_kb=32, max_output_total_mb=4)
 TODO = re.compile(r"^# TODO: Question (\d+)")
-pytestmark = pytest.mark.slow       # one batch of 23 real submissions (about a minute on 2 cores)
+pytestmark = pytest.mark.slow       # one batch of 24 real submissions (about a minute on 2 cores)
 
 
 def solved() -> nbformat.NotebookNode:
@@ -123,6 +123,9 @@ def build(name: str):
     elif name == "nan_inf":
         cell = _question_cell(nb, 1)
         cell.source = _replace_def(cell.source, "sigmoid", "def sigmoid(x):\n    return x * float('nan')")
+    elif name == "inf":
+        cell = _question_cell(nb, 2)
+        cell.source = _replace_def(cell.source, "relu_grad", "def relu_grad(x):\n    return (x > 0).to(x.dtype) / 0.0")
     elif name == "wrong_shape":
         cell = _question_cell(nb, 3)
         cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2)[None]", 1)
@@ -172,6 +175,7 @@ EXPECTED = {
     "test_files": ((20, 15, 0, 25, 25), "ok"),
     "eq_always_true": ((20, 15, 0, 25, 25), "ok"),
     "nan_inf": ((13, 15, 15, 25, 25), "ok"),
+    "inf": ((20, 10, 15, 25, 25), "ok"),
     "wrong_shape": ((20, 15, 0, 25, 25), "ok"),
     "wrong_dtype": ((20, 10, 15, 25, 25), "ok"),
     "wrong_device": ((13, 15, 15, 25, 25), "ok"),
@@ -239,6 +243,14 @@ def test_feedback_says_why(graded):
     assert "the memory limit is 3072 MiB" in fb["memory"]
     assert "not valid notebook JSON" in fb["corrupt_json"]
     assert "another name" in fb["renamed"]
+
+
+def test_nan_and_inf_are_named_in_the_feedback(graded):
+    _, records, out = graded
+    q1 = next(q for q in records["nan_inf"]["questions"] if q["name"] == "q1")
+    q2 = next(q for q in records["inf"]["questions"] if q["name"] == "q2")
+    assert any("nan" in line.lower() for line in q1["failed"]), q1["failed"]
+    assert any("inf" in line.lower() for line in q2["failed"]), q2["failed"]
 
 
 def test_no_secret_reached_the_student(graded):
