@@ -83,7 +83,8 @@ def build(name: str):
         cell = _question_cell(nb, 3)
         cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2", 1)
     elif name == "memory":
-        _insert_after(nb, 2, "hog = []\nwhile True:\n    hog.append(torch.ones(2**26))")
+        # 1 GiB blocks, never touched: the per-process limit is hit at once, however loaded the machine
+        _insert_after(nb, 2, "hog = []\nwhile True:\n    hog.append(torch.empty(2**28))")
     elif name == "fork_bomb":
         _insert_after(nb, 2, "import os\nwhile True:\n    os.fork()")
     elif name == "huge_output":
