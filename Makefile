@@ -28,7 +28,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --notebook-dir=. notebooks/01_hidden_layers.ipynb
 
 test: setup
-	$(PY) -m pytest tests --nbval $(NOTEBOOKS) --sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(PY) -m pytest tests --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 # Unit tests only, no notebooks and no browser: the quick loop while developing.
 test-fast: setup
@@ -36,6 +36,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_grading.py
 
 clean-venv:
 	rm -rf $(VENV)
