@@ -327,7 +327,7 @@ _CELL_REPORT_JS = f"""
       imagesLoaded: images.filter(img => img.complete && img.naturalWidth > 0).length,
       figureTexts: leafOutputs.filter(o => FIGURE_TEXT.test(o.textContent)).length,
       widgetViews: area.querySelectorAll('.jp-OutputArea-output > .jupyter-widgets').length,
-      sliders: area.querySelectorAll('.widget-slider .noUi-handle, .widget-slider input[type=range]').length,
+      sliders: area.querySelectorAll('.widget-slider .noUi-handle').length,
       dropdowns: area.querySelectorAll('.widget-dropdown select').length,
       widgetFallbacks: leafOutputs.filter(o => !o.querySelector('.jupyter-widgets') && FALLBACK.test(o.textContent))
         .map(o => o.textContent.trim().slice(0, 120)),
