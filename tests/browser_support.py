@@ -105,6 +105,9 @@ class JupyterLabServer:
             JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
             JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
         )
+        # Chromium shares the 2 cores with the kernel: torch's two OpenMP threads then spin against it and an
+        # epoch of notebook 04 goes from about 1 s to tens of seconds. One thread per kernel stays steady.
+        env["OMP_NUM_THREADS"] = "1"
         env.pop("JUPYTER_PATH", None)
         env.pop("JUPYTER_CONFIG_PATH", None)
         return env
