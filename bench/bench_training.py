@@ -13,7 +13,6 @@ dataset is pointed at a temporary copy of the real files.
 """
 import argparse
 import contextlib
-import gzip
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from d2l import torch as d2l
 from torch import nn
 
 import coursekit
-from coursekit.data import FILES, find_data_dir
+from coursekit.data import FILES, find_data_dir, idx_payload
 
 
 class MLP(d2l.Classifier):
@@ -48,7 +47,7 @@ def d2l_data_in(workdir: Path):
     raw.mkdir(parents=True)
     source = find_data_dir()
     for spec in FILES.values():
-        (raw / spec.name).write_bytes(gzip.decompress((source / (spec.name + ".gz")).read_bytes()))
+        (raw / spec.name).write_bytes(idx_payload(source, spec))
     run_dir = workdir / "run"
     run_dir.mkdir()
     os.chdir(run_dir)

@@ -119,6 +119,14 @@ def _read_payload(path: Path) -> bytes:
         ) from error
 
 
+def idx_payload(folder: Path, spec: IdxFile) -> bytes:
+    """The uncompressed content of one of the original files in ``folder`` (stored gzipped or not)."""
+    path = _candidate_file(Path(folder), spec)
+    if path is None:
+        raise DatasetError(f"Fashion-MNIST file {spec.name}.gz missing in {folder}. {_FIX_OFFLINE}")
+    return _read_payload(path)
+
+
 def _decode(path: Path, spec: IdxFile) -> torch.Tensor:
     """Check one file's md5 and header, then decode it into a uint8 tensor."""
     payload = _read_payload(path)
@@ -279,8 +287,6 @@ class FashionMNIST(d2l.DataModule):
         super().__init__()
         self.save_hyperparameters()
         arrays = load_fashion_mnist(root)
-        if resize is not None and tuple(resize) == (28, 28):
-            resize = None
         train = (arrays.train_images[:num_train], arrays.train_labels[:num_train])
         val = (arrays.test_images[:num_val], arrays.test_labels[:num_val])
         if device is not None:
