@@ -3,15 +3,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless
 
-import nbformat
 import numpy as np
 import pytest
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.patches import Circle
-from nbclient import NotebookClient
 
 from coursekit import plotting
+from conftest import run_in_kernel
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +29,11 @@ def test_importing_patches_d2l_svg_switch():
 
 def test_d2l_plot_in_a_kernel_gives_png_not_svg():
     """d2l.plot asks for SVG on every call; after importing coursekit.plotting it must be PNG."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
+    cells = run_in_kernel(
         "import torch\nfrom d2l import torch as d2l\nimport coursekit.plotting\n"
-        "d2l.plot(torch.arange(5.0), torch.arange(5.0) ** 2, 'x', 'y')"),
-        nbformat.v4.new_code_cell("d2l.use_svg_display()\ncoursekit.plotting.plot(torch.arange(3.0))")]
-    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
-    for cell in nb.cells:
+        "d2l.plot(torch.arange(5.0), torch.arange(5.0) ** 2, 'x', 'y')",
+        "d2l.use_svg_display()\ncoursekit.plotting.plot(torch.arange(3.0))")
+    for cell in cells:
         mimes = [m for out in cell.outputs for m in out.get("data", {})]
         assert "image/png" in mimes, cell.outputs
         assert "image/svg+xml" not in mimes
