@@ -11,7 +11,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := notebooks lab/mlp_lab.ipynb lab/source/mlp_lab_solution.ipynb
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test test-fast bench clean-venv
+.PHONY: setup lab test test-fast bench notebooks clean-venv
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test-fast: setup
 bench: setup
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_grading.py
+
+# Re-run the lecture notebooks in place after editing them (nbval compares with the committed outputs).
+notebooks: setup
+	$(PY) scripts/execute_notebooks.py notebooks/*.ipynb
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,12 +9,13 @@ Students mostly need::
 from coursekit.device import get_device
 from coursekit.data import TEXT_LABELS, DatasetError, FashionMNIST, load_fashion_mnist
 from coursekit.training import History, evaluate_accuracy, seed_everything, train
+from coursekit.layers import Standardize
 from coursekit.activations import ACTIVATIONS, Activation, get_activation
 from coursekit import toydata, widgets
 from coursekit import plotting  # importing it makes d2l figures PNG (see coursekit.plotting)
 from coursekit.plotting import draw_mlp, plot_confusion_matrix, plot_decision_boundary, show_images, use_png
 
 __all__ = ["get_device", "FashionMNIST", "load_fashion_mnist", "DatasetError", "TEXT_LABELS",
-           "train", "evaluate_accuracy", "History", "seed_everything", "ACTIVATIONS", "Activation", "get_activation", "toydata", "widgets",
+           "train", "evaluate_accuracy", "History", "seed_everything", "Standardize", "ACTIVATIONS", "Activation", "get_activation", "toydata", "widgets",
            "plotting", "use_png", "show_images", "draw_mlp", "plot_decision_boundary", "plot_confusion_matrix"]
 __version__ = "0.1.0"
