@@ -29,7 +29,8 @@ def _ck_error_text(exc):
 
 
 class _CkRecorder:
-    """Collects arrays and their descriptions; ``call``/``record``/``note`` are what harvesters use."""
+    """Collects arrays and their descriptions; ``call``/``call_on_inputs``/``record``/``note`` are what
+    harvesters use."""
 
     def __init__(self, namespace):
         import numpy
@@ -128,6 +129,18 @@ class _CkRecorder:
             self.record(key, out)
         return out
 
+
+    def call_on_inputs(self, inputs, question, names):
+        """Call each function in ``names`` on every input ``<question>.x_*`` (as a tensor), recording each result
+        under ``<question>.<name>.x_*`` and, under ``<question>.<name>.torch_calls``, the torch functions it used."""
+        prefix = question + ".x_"
+        for name in names:
+            trace = _ck_torch_calls()
+            for key in sorted(inputs):
+                if key.startswith(prefix):
+                    x = self.torch.from_numpy(inputs[key].copy())
+                    self.call(f"{question}.{name}.{key[len(question) + 1:]}", name, x, watch=trace)
+            self.note(f"{question}.{name}.torch_calls", sorted(trace.names))
 
 def _ck_torch_calls():
     """A context manager that records the names of all torch functions called inside it."""

@@ -41,14 +41,7 @@ def inputs_q1(rng):
 
 def harvest_q1(rec, inputs):
     """Call the student's relu, sigmoid and tanh on every input; note which torch functions they call."""
-    import torch
-    for name in ("relu", "sigmoid", "tanh"):
-        trace = _ck_torch_calls()
-        for key in sorted(inputs):
-            if key.startswith("q1.x_"):
-                x = torch.from_numpy(inputs[key].copy())
-                rec.call(f"q1.{name}.{key[len('q1.'):]}", name, x, watch=trace)
-        rec.note(f"q1.{name}.torch_calls", sorted(trace.names))
+    rec.call_on_inputs(inputs, "q1", ("relu", "sigmoid", "tanh"))
 
 
 def activation_problems(question, name, reference, inputs, outputs, meta):
@@ -105,13 +98,7 @@ def harvest_q2(rec, inputs):
     import torch
     reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
     with _CkSwap(rec.ns, reference):
-        for name in ("relu_grad", "sigmoid_grad", "tanh_grad"):
-            trace = _ck_torch_calls()
-            for key in sorted(inputs):
-                if key.startswith("q2.x_"):
-                    x = torch.from_numpy(inputs[key].copy())
-                    rec.call(f"q2.{name}.{key[len('q2.'):]}", name, x, watch=trace)
-            rec.note(f"q2.{name}.torch_calls", sorted(trace.names))
+        rec.call_on_inputs(inputs, "q2", ("relu_grad", "sigmoid_grad", "tanh_grad"))
 
 
 def score_q2(inputs, outputs, meta):
