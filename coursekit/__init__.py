@@ -16,6 +16,7 @@ from coursekit import plotting  # importing it makes d2l figures PNG (see course
 from coursekit.plotting import draw_mlp, plot_confusion_matrix, plot_decision_boundary, show_images, use_png
 
 __all__ = ["get_device", "FashionMNIST", "load_fashion_mnist", "DatasetError", "TEXT_LABELS",
-           "train", "evaluate_accuracy", "History", "seed_everything", "Standardize", "ACTIVATIONS", "Activation", "get_activation", "toydata", "widgets",
+           "train", "evaluate_accuracy", "History", "seed_everything", "Standardize",
+           "ACTIVATIONS", "Activation", "get_activation", "toydata", "widgets",
            "plotting", "use_png", "show_images", "draw_mlp", "plot_decision_boundary", "plot_confusion_matrix"]
 __version__ = "0.1.0"
