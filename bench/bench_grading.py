@@ -19,12 +19,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import nbformat  # noqa: E402
-
 from coursekit.grading.batch import grade_folder  # noqa: E402
 from coursekit.grading.labspec import load_spec  # noqa: E402
 from coursekit.grading.sandbox import describe_isolation  # noqa: E402
-from test_bad_submissions import EXPECTED, build, solved  # noqa: E402
+from test_bad_submissions import EXPECTED, write_submission  # noqa: E402
 
 PARTLY = ["monkeypatch", "nan_inf", "wrong_shape", "wrong_dtype", "wrong_device", "missing_functions",
           "exception", "syntax_error", "eq_always_true", "stale_outputs_other_kernel", "test_files"]
@@ -42,16 +40,7 @@ def make_class(folder: Path, n: int) -> dict:
     for i, kind in enumerate(kinds):
         student = f"student{i:03d}"
         plan[student] = kind
-        if kind == "corrupt_json":
-            text = nbformat.writes(solved())
-            (folder / f"{student}.ipynb").write_text(text[: len(text) // 2])
-        elif kind == "renamed":
-            (folder / student).mkdir()
-            nbformat.write(solved(), folder / student / "lab (copy).txt")
-        else:
-            nb = build(kind)
-            nb.metadata["student"] = student        # every file is different
-            nbformat.write(nb, folder / f"{student}.ipynb")
+        write_submission(folder, student, kind, tag=student)   # every file is different
     return plan
 
 

@@ -161,6 +161,23 @@ def build(name: str):
     return nb
 
 
+def write_submission(folder: Path, student: str, kind: str, tag: str | None = None) -> None:
+    """Hand in ``student``'s submission of ``kind`` in ``folder`` as a class would: one ``.ipynb`` file, or for
+    ``renamed`` a folder of their own holding the notebook under another name. ``tag`` is written into the
+    notebook's metadata, so that otherwise identical submissions are different files."""
+    if kind == "corrupt_json":
+        text = nbformat.writes(solved())
+        (folder / f"{student}.ipynb").write_text(text[: len(text) // 2])
+    elif kind == "renamed":
+        (folder / student).mkdir()
+        nbformat.write(solved(), folder / student / "mlp_lab (copy).txt")
+    else:
+        nb = build(kind)
+        if tag is not None:
+            nb.metadata["student"] = tag
+        nbformat.write(nb, folder / f"{student}.ipynb")
+
+
 # name -> (points per question q1..q5, status). Exact.
 EXPECTED = {
     "correct": ((20, 15, 15, 25, 25), "ok"),
@@ -197,14 +214,7 @@ def graded(tmp_path_factory):
     subs = root / "subs"
     subs.mkdir()
     for name in EXPECTED:
-        if name == "corrupt_json":
-            text = nbformat.writes(solved())
-            (subs / f"{name}.ipynb").write_text(text[: len(text) // 2])
-        elif name == "renamed":
-            (subs / name).mkdir()
-            nbformat.write(solved(), subs / name / "mlp_lab (copy).txt")
-        else:
-            nbformat.write(build(name), subs / f"{name}.ipynb")
+        write_submission(subs, name, name)
     out = root / "out"
     summary = grade_folder(subs, out, spec=load_spec(REPO / "lab" / "autograder"), limits=LIMITS, workers=2,
                            progress=False, log=lambda *a: None)

@@ -129,7 +129,6 @@ class _CkRecorder:
             self.record(key, out)
         return out
 
-
     def call_on_inputs(self, inputs, question, names):
         """Call each function in ``names`` on every input ``<question>.x_*`` (as a tensor), recording each result
         under ``<question>.<name>.x_*`` and, under ``<question>.<name>.torch_calls``, the torch functions it used."""
@@ -141,6 +140,7 @@ class _CkRecorder:
                     x = self.torch.from_numpy(inputs[key].copy())
                     self.call(f"{question}.{name}.{key[len(question) + 1:]}", name, x, watch=trace)
             self.note(f"{question}.{name}.torch_calls", sorted(trace.names))
+
 
 def _ck_torch_calls():
     """A context manager that records the names of all torch functions called inside it."""
