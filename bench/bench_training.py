@@ -4,7 +4,7 @@ The d2l MLP of the lecture (784-256-10, ReLU, SGD lr 0.1, batch 256), 10 epochs 
 recipes that differ only in the model's first layer:
 
 * ``raw``: d2l's recipe exactly, on raw pixels in [0, 1].
-* ``standardized``: the lecture's recipe (notebook 04): the same network behind ``coursekit.Standardize``, a
+* ``standardized``: the lecture's recipe (notebook 05): the same network behind ``coursekit.Standardize``, a
   parameter-free layer that standardizes the pixels with the training set's mean and standard deviation.
 
 and two pipelines:
@@ -75,7 +75,7 @@ def d2l_data_in(workdir: Path):
 
 
 def training_pixel_stats():
-    """Mean and standard deviation of the training pixels scaled to [0, 1], as notebook 04 computes them."""
+    """Mean and standard deviation of the training pixels scaled to [0, 1], as notebook 05 computes them."""
     pixels = coursekit.load_fashion_mnist().train_images.float() / 255
     return pixels.mean().item(), pixels.std().item()
 

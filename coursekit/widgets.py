@@ -268,7 +268,7 @@ def collapse_explorer(depth: int = 3, width: int = 8, activation: str = "identit
 
 
 # ----------------------------------------------------------------------------------------------
-# Misclassified images, browsed by true class (appended by notebooks-B for notebooks/04_training_mlp)
+# Misclassified images, browsed by true class (appended by notebooks-B for notebooks/05_training_mlp)
 
 def misclassified_summary(y_true, y_pred, class_names, true_class: int) -> str:
     """One sentence: how many test images of ``true_class`` are wrong, and what they are taken for most."""

@@ -3,7 +3,7 @@
 nbval (``make test``) compares every cell's output with the committed one, so after editing a notebook run::
 
     make notebooks                     # all of notebooks/*.ipynb
-    .venv/bin/python scripts/execute_notebooks.py notebooks/04_training_mlp.ipynb
+    .venv/bin/python scripts/execute_notebooks.py notebooks/05_training_mlp.ipynb
 
 Each notebook runs top to bottom in a fresh kernel in its own folder; any error stops it and writes nothing.
 The lab's notebooks are generated instead: ``python -m coursekit.grading.assign``.

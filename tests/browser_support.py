@@ -106,7 +106,7 @@ class JupyterLabServer:
             JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
         )
         # Chromium shares the 2 cores with the kernel: torch's two OpenMP threads then spin against it and an
-        # epoch of notebook 04 goes from about 1 s to tens of seconds. One thread per kernel stays steady.
+        # epoch of notebook 05 goes from about 1 s to tens of seconds. One thread per kernel stays steady.
         env["OMP_NUM_THREADS"] = "1"
         env.pop("JUPYTER_PATH", None)
         env.pop("JUPYTER_CONFIG_PATH", None)

@@ -1,4 +1,4 @@
-"""coursekit.widgets' misclassified-images browser (used in notebooks/04_training_mlp)."""
+"""coursekit.widgets' misclassified-images browser (used in notebooks/05_training_mlp)."""
 import matplotlib
 
 matplotlib.use("Agg")
