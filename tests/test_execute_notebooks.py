@@ -1,0 +1,57 @@
+"""scripts/execute_notebooks.py: the slide-metadata rule, and every lecture carrying it (so RISE can present it)."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "execute_notebooks.py"
+LECTURES = sorted((REPO / "notebooks").glob("*.ipynb"))
+RISE_TYPES = {"slide", "subslide", "fragment", "skip", "notes", "-"}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("execute_notebooks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slide_rule():
+    script = load_script()
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    cells = [md("intro text"), md("# Title"), md("## Section\ntext"), md("### Part"), md("#### Detail"),
+             md("text with # a hash"), code("# a comment, not a heading"), md("#hashtag")]
+    assert [script.slide_type(c, i) for i, c in enumerate(cells)] == \
+        ["slide", "slide", "slide", "subslide", "-", "-", "-", "-"]
+
+
+def test_slides_only_sets_metadata_and_keeps_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    output = nbformat.v4.new_output("stream", text="kept\n")
+    nb.cells = [nbformat.v4.new_markdown_cell("# A"), nbformat.v4.new_code_cell("print(1)", outputs=[output]),
+                nbformat.v4.new_markdown_cell("## B", metadata={"tags": ["mine"]})]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    subprocess.run([sys.executable, str(SCRIPT), "--slides-only", str(path)], check=True, cwd=REPO,
+                   capture_output=True)
+    after = nbformat.read(path, as_version=4)
+    assert [c.metadata["slideshow"]["slide_type"] for c in after.cells] == ["slide", "-", "slide"]
+    assert after.cells[1].outputs[0]["text"] == "kept\n"
+    assert after.cells[2].metadata["tags"] == ["mine"]
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[p.name for p in LECTURES])
+def test_lecture_has_slide_metadata_by_rule(path):
+    """Every cell of every lecture carries the rule's slide type: re-run it with scripts/execute_notebooks.py."""
+    script = load_script()
+    nb = nbformat.read(path, as_version=4)
+    wrong = [(i, c.metadata.get("slideshow"), script.slide_type(c, i)) for i, c in enumerate(nb.cells)
+             if c.metadata.get("slideshow", {}).get("slide_type") != script.slide_type(c, i)]
+    assert not wrong, (f"{path.name}: cells without the rule's slide metadata (index, found, expected) {wrong[:5]}; "
+                       f"run scripts/execute_notebooks.py on it")
+    assert {c.metadata["slideshow"]["slide_type"] for c in nb.cells} <= RISE_TYPES
+    assert sum(c.metadata["slideshow"]["slide_type"] == "slide" for c in nb.cells) >= 2, "a lecture of one slide"
