@@ -281,19 +281,54 @@ class FashionMNIST(d2l.DataModule):
     ``root``: a folder holding the four files (default: search, see :func:`load_fashion_mnist`).
     ``device``: keep the whole data set on this device (e.g. ``coursekit.get_device()``), so that batches
     need no copy. ``num_train`` / ``num_val``: use only the first examples (quick experiments and tests).
+
+    ``val_size``: by default (None) the held-out set is the 10,000 test images, as in d2l. Given a number, that many
+    of the 60,000 *training* images are set aside as a validation split (``self.val``, what ``val_dataloader`` and
+    ``coursekit.train`` evaluate on), the rest is ``self.train``, and the test images move to ``self.test``
+    (``test_dataloader``), to be touched once, at the end. ``split_seed`` picks the split (the same seed gives the
+    same split on every machine, whatever else was seeded); it does not touch torch's global generator.
     """
 
-    def __init__(self, batch_size=64, resize=None, root=None, device=None, num_train=None, num_val=None):
+    def __init__(self, batch_size=64, resize=None, root=None, device=None, num_train=None, num_val=None,
+                 val_size=None, split_seed=0):
         super().__init__()
         self.save_hyperparameters()
         arrays = load_fashion_mnist(root)
-        train = (arrays.train_images[:num_train], arrays.train_labels[:num_train])
-        val = (arrays.test_images[:num_val], arrays.test_labels[:num_val])
+        n = len(arrays.train_labels)
+        if val_size is None:
+            train = (arrays.train_images, arrays.train_labels)
+            val = (arrays.test_images, arrays.test_labels)
+            test = None
+        else:
+            if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size < n:
+                raise ValueError(f"val_size must be a whole number of training images between 1 and {n - 1}, "
+                                 f"got {val_size!r}")
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(int(split_seed)))
+            val_index, train_index = order[:val_size], order[val_size:]
+            train = (arrays.train_images[train_index], arrays.train_labels[train_index])
+            val = (arrays.train_images[val_index], arrays.train_labels[val_index])
+            test = (arrays.test_images, arrays.test_labels)
+        train = tuple(t[:num_train] for t in train)
+        val = tuple(t[:num_val] for t in val)
         if device is not None:
             train = tuple(t.to(device) for t in train)
             val = tuple(t.to(device) for t in val)
+            test = tuple(t.to(device) for t in test) if test is not None else None
         self.train = ImageDataset(*train, resize=resize)
         self.val = ImageDataset(*val, resize=resize)
+        self.test = ImageDataset(*test, resize=resize) if test is not None else None
+
+    @property
+    def held_out(self) -> str:
+        """What ``val_dataloader`` evaluates on: ``"validation"`` (a split of the training images) or ``"test"``."""
+        return "test" if self.test is None else "validation"
+
+    def test_dataloader(self) -> BatchLoader:
+        """The 10,000 test images, in order; only with ``val_size`` (otherwise they are ``val_dataloader``)."""
+        if self.test is None:
+            raise ValueError("this FashionMNIST has no separate test set: without val_size the test images are "
+                             "the held-out set, val_dataloader(); pass val_size=... to carve a validation split")
+        return BatchLoader(self.test, self.batch_size, shuffle=False)
 
     def text_labels(self, indices) -> list[str]:
         """The class names of label indices, e.g. ``[0, 9] -> ['t-shirt', 'ankle boot']``."""

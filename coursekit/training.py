@@ -1,11 +1,14 @@
 """A small, honest training loop for classifiers: d2l models and plain ``nn.Module``s alike.
 
-    history = coursekit.train(model, coursekit.FashionMNIST(batch_size=256), num_epochs=10, lr=0.1)
-    history.test_acc[-1]
+    data = coursekit.FashionMNIST(batch_size=256, val_size=10000)   # a validation split of the training images
+    history = coursekit.train(model, data, num_epochs=10, lr=0.1)
+    history.val_acc[-1]                                # model selection on the validation split
+    coursekit.evaluate_accuracy(model, data.test_dataloader())   # the test set, once, at the end
 
-Per epoch it records the training loss, the training accuracy and the test accuracy, each
-averaged over *examples* (a last, smaller minibatch counts for what it holds). In JupyterLab
-it draws one live figure that is updated in place; elsewhere it prints one plain line per epoch.
+Per epoch it records the training loss, the training accuracy and the accuracy on the held-out loader
+(``data.val_dataloader()``: the validation split, or the test set for d2l's convention without one), each
+averaged over *examples* (a last, smaller minibatch counts for what it holds). In JupyterLab it draws one
+live figure (loss and accuracy on two axes) updated in place; elsewhere it prints one plain line per epoch.
 """
 from __future__ import annotations
 
@@ -22,13 +25,28 @@ from coursekit.device import get_device
 
 @dataclass
 class History:
-    """What happened in each epoch (lists indexed by epoch)."""
+    """What happened in each epoch (lists indexed by epoch).
+
+    ``val_acc``: accuracy on the held-out loader, which is ``held_out``: ``"validation"`` (a split of the training
+    images, ``FashionMNIST(val_size=...)``) or ``"test"`` (d2l's convention: the test set is the held-out set).
+    ``test_acc`` is the same list under its honest name when ``held_out == "test"``, and refuses otherwise: with a
+    validation split the test set is evaluated once, at the end, not every epoch.
+    """
     train_loss: list = field(default_factory=list)
     train_acc: list = field(default_factory=list)
-    test_acc: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)
+    held_out: str = "test"
 
     def __len__(self) -> int:
         return len(self.train_loss)
+
+    @property
+    def test_acc(self) -> list:
+        if self.held_out != "test":
+            raise AttributeError("this run evaluated a validation split, not the test set: read history.val_acc, "
+                                 "and evaluate the test set once at the end with "
+                                 "evaluate_accuracy(model, data.test_dataloader())")
+        return self.val_acc
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +70,11 @@ def in_notebook() -> bool:
 
 
 def _loaders(data):
-    """Accept a d2l-style DataModule or a pair ``(train_iter, test_iter)``."""
+    """Accept a d2l-style DataModule or a pair ``(train_iter, held_out_iter)``; also say what is held out."""
     if hasattr(data, "train_dataloader"):
-        return data.train_dataloader(), data.val_dataloader()
-    train_iter, test_iter = data
-    return train_iter, test_iter
+        return data.train_dataloader(), data.val_dataloader(), getattr(data, "held_out", "test")
+    train_iter, held_out_iter = data
+    return train_iter, held_out_iter, "test"
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
@@ -83,12 +101,13 @@ def evaluate_accuracy(model: nn.Module, data_iter, device=None) -> float:
 class LivePlot:
     """One figure in the notebook, redrawn in place at most every ``min_interval`` seconds."""
 
-    def __init__(self, num_epochs: int, min_interval: float = 0.5, figsize=(5, 3)):
+    def __init__(self, num_epochs: int, min_interval: float = 0.5, figsize=(7.5, 2.8)):
         import matplotlib.pyplot as plt
         from IPython.display import display
 
         self.num_epochs, self.min_interval = num_epochs, min_interval
-        self.figure, self.axes = plt.subplots(figsize=figsize)
+        # Loss and accuracy have different units and ranges: each gets its own axis and y-label.
+        self.figure, self.axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
         plt.close(self.figure)  # shown through the display handle only, not again at the end of the cell
         self.handle = display(self.figure, display_id=True)
         self.last_draw = 0.0
@@ -98,16 +117,20 @@ class LivePlot:
         if not final and now - self.last_draw < self.min_interval:
             return
         self.last_draw = now
-        ax = self.axes
-        ax.clear()
+        loss_ax, acc_ax = self.axes
         epochs = range(1, len(history) + 1)
-        ax.plot(epochs, history.train_loss, "-", label="train loss")
-        ax.plot(epochs, history.train_acc, "--", label="train acc")
-        ax.plot(epochs, history.test_acc, "-.", label="test acc")
-        ax.set_xlabel("epoch")
-        ax.set_xlim(1, max(self.num_epochs, 2))
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="center right")
+        loss_ax.clear()
+        loss_ax.plot(epochs, history.train_loss, "-", label="train")
+        loss_ax.set_ylabel("cross-entropy loss")
+        acc_ax.clear()
+        acc_ax.plot(epochs, history.train_acc, "--", label="train")
+        acc_ax.plot(epochs, history.val_acc, "-.", label=history.held_out)
+        acc_ax.set_ylabel("accuracy")
+        for ax in self.axes:
+            ax.set_xlabel("epoch")
+            ax.set_xlim(1, max(self.num_epochs, 2))
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="best")
         self.handle.update(self.figure)
 
 
@@ -116,7 +139,8 @@ def train(model: nn.Module, data, num_epochs: int = 10, lr: float = 0.1, optimiz
     """Train a classifier and return its :class:`History`.
 
     ``model``: any module mapping a batch of inputs to logits (``nn.Sequential``, a ``d2l.Module``, ...).
-    ``data``: a ``d2l.DataModule`` (e.g. ``coursekit.FashionMNIST``) or a pair ``(train_iter, test_iter)``.
+    ``data``: a ``d2l.DataModule`` (e.g. ``coursekit.FashionMNIST``) or a pair ``(train_iter, test_iter)``;
+    each epoch ends with the accuracy on its held-out loader (``history.val_acc``; see :class:`History`).
     ``optimizer``: defaults to minibatch SGD with learning rate ``lr``.
     ``loss_fn``: defaults to cross-entropy; it must return the *mean* loss of a batch.
     ``device``: defaults to the GPU when there is one; the model is moved there.
@@ -130,10 +154,11 @@ def train(model: nn.Module, data, num_epochs: int = 10, lr: float = 0.1, optimiz
     model.to(device)
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    train_iter, test_iter = _loaders(data)
+    train_iter, held_out_iter, held_out = _loaders(data)
     notebook = in_notebook()
     plot = LivePlot(num_epochs) if (live if live is not None else notebook) else None
-    history = History()
+    history = History(held_out=held_out)
+    short = "val" if held_out == "validation" else "test"
     for epoch in range(num_epochs):
         model.train()
         loss_sum, correct, count = 0.0, 0, 0
@@ -149,10 +174,10 @@ def train(model: nn.Module, data, num_epochs: int = 10, lr: float = 0.1, optimiz
             count += y.numel()
         history.train_loss.append(loss_sum / count)
         history.train_acc.append(correct / count)
-        history.test_acc.append(evaluate_accuracy(model, test_iter, device))
+        history.val_acc.append(evaluate_accuracy(model, held_out_iter, device))
         if plot is not None:
             plot.update(history, final=epoch == num_epochs - 1)
         elif progress and not notebook:
             print(f"epoch {epoch + 1}/{num_epochs}: train loss {history.train_loss[-1]:.4f}, "
-                  f"train acc {history.train_acc[-1]:.4f}, test acc {history.test_acc[-1]:.4f}", flush=True)
+                  f"train acc {history.train_acc[-1]:.4f}, {short} acc {history.val_acc[-1]:.4f}", flush=True)
     return history

@@ -214,3 +214,44 @@ def test_d2l_trainer_accepts_the_datamodule(real_data_dir):
     d2l.Trainer(max_epochs=1).fit(model, data)
     from coursekit.training import evaluate_accuracy
     assert evaluate_accuracy(model, data.val_dataloader()) > 0.6
+
+
+def test_validation_split_is_carved_from_the_training_images(real_data_dir):
+    data = FashionMNIST(batch_size=500, val_size=10000, split_seed=0)
+    arrays = ckdata.load_fashion_mnist()
+    assert (len(data.train), len(data.val), len(data.test)) == (50000, 10000, 10000)
+    assert data.held_out == "validation"
+    # Train and validation together are the 60,000 training images, each exactly once (compared as whole rows).
+    def keys(images):
+        return set(map(bytes, images.reshape(len(images), -1).numpy()))
+    train_keys, val_keys = keys(data.train.images), keys(data.val.images)
+    assert len(train_keys & val_keys) <= 1  # the training set holds a handful of byte-identical duplicates
+    assert train_keys | val_keys == keys(arrays.train_images)
+    assert torch.equal(data.test.images, arrays.test_images) and torch.equal(data.test.labels, arrays.test_labels)
+    # The split is random (every class present, roughly balanced), and seeded by split_seed alone.
+    assert torch.bincount(data.val.labels, minlength=10).min() > 900
+    torch.manual_seed(123)
+    again = FashionMNIST(batch_size=500, val_size=10000, split_seed=0)
+    assert torch.equal(again.val.labels, data.val.labels) and torch.equal(again.val.images, data.val.images)
+    other = FashionMNIST(batch_size=500, val_size=10000, split_seed=1)
+    assert not torch.equal(other.val.labels, data.val.labels)
+    # Loaders: validation in order, the test loader over the untouched test set.
+    X, y = next(iter(data.val_dataloader()))
+    assert torch.equal(y, data.val.labels[:500])
+    test_labels = torch.cat([y for _, y in data.test_dataloader()])
+    assert torch.equal(test_labels, arrays.test_labels)
+
+
+def test_validation_split_with_limits_and_bad_sizes(real_data_dir):
+    data = FashionMNIST(batch_size=64, val_size=5000, num_train=1000, num_val=300)
+    assert (len(data.train), len(data.val), len(data.test)) == (1000, 300, 10000)
+    for bad in (0, 60000, -5, 2.5, "10000", True):
+        with pytest.raises(ValueError, match="val_size"):
+            FashionMNIST(val_size=bad)
+
+
+def test_without_validation_split_the_test_set_is_held_out(real_data_dir):
+    data = FashionMNIST(batch_size=64, num_train=100, num_val=50)
+    assert data.held_out == "test" and data.test is None
+    with pytest.raises(ValueError, match="val_size"):
+        data.test_dataloader()

@@ -53,6 +53,23 @@ def test_same_seed_same_history_on_real_data(real_data_dir):
     assert len(first) == 2 and first.test_acc[-1] > 0.6 and first.train_loss[1] < first.train_loss[0]
 
 
+def test_validation_split_is_what_train_reports(real_data_dir):
+    """With val_size, train() evaluates the validation split every epoch and never the test set."""
+    from coursekit.data import FashionMNIST
+
+    data = FashionMNIST(batch_size=256, val_size=10000, num_train=4096, num_val=2048)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    history = train(model, data, num_epochs=2, lr=0.1, progress=False, device="cpu")
+    assert history.held_out == "validation" and len(history.val_acc) == 2
+    assert history.val_acc[-1] == evaluate_accuracy(model, data.val_dataloader()) > 0.6
+    # The test set is a different set of images: its accuracy is a different number, computed only on request.
+    assert evaluate_accuracy(model, data.test_dataloader()) != history.val_acc[-1]
+    with pytest.raises(AttributeError, match="test_dataloader"):
+        history.test_acc
+    assert history.as_dict()["held_out"] == "validation"
+
+
 def test_model_moves_to_the_chosen_device():
     batches = [(torch.randn(8, 3), torch.randint(0, 2, (8,)))]
     model = nn.Linear(3, 2)
@@ -83,6 +100,18 @@ def test_plain_process_prints_one_line_per_epoch_and_no_figures(real_data_dir):
     assert "test acc" in lines[-1] and "<Figure" not in result.stdout + result.stderr
 
 
+def test_plain_process_names_the_validation_split(real_data_dir):
+    code = (
+        "import torch; from torch import nn; import coursekit\n"
+        "data = coursekit.FashionMNIST(batch_size=256, num_train=1024, num_val=512, val_size=5000)\n"
+        "net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+        "coursekit.train(net, data, num_epochs=1)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "val acc" in result.stdout and "test acc" not in result.stdout
+
+
 def test_kernel_shows_one_live_figure_updated_in_place(real_data_dir):
     cells = run_in_kernel(
         "import torch; from torch import nn; import coursekit\n"
@@ -97,3 +126,21 @@ def test_kernel_shows_one_live_figure_updated_in_place(real_data_dir):
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert len(figures) == 1 and "image/png" in figures[0].data  # one figure, the updates went into it
     assert streams.strip() == "3" and "<Figure" not in streams and "epoch" not in streams
+
+
+def test_live_plot_puts_loss_and_accuracy_on_separate_labelled_axes():
+    pytest.importorskip("IPython")
+    from unittest import mock
+
+    from coursekit.training import LivePlot
+
+    with mock.patch("IPython.display.display") as display:
+        plot = LivePlot(num_epochs=3)
+    history = History(train_loss=[2.0, 1.0], train_acc=[0.5, 0.7], val_acc=[0.4, 0.6], held_out="validation")
+    plot.update(history, final=True)
+    loss_ax, acc_ax = plot.axes
+    assert loss_ax.get_ylabel() == "cross-entropy loss" and acc_ax.get_ylabel() == "accuracy"
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["train"]
+    assert [line.get_label() for line in acc_ax.get_lines()] == ["train", "validation"]
+    assert list(acc_ax.get_lines()[1].get_ydata()) == [0.4, 0.6]
+    assert display.called
