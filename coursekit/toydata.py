@@ -10,6 +10,11 @@ balanced (sizes differ by at most one) and the rows come in shuffled order.
 * ``spiral``    interleaved spiral arms, one per class: needs a flexible boundary.
 * ``gaussians`` one Gaussian blob per class, centres spread on a circle: nearly linearly separable,
                 the easy case for comparison.
+
+Regression (targets float32 values, not classes; listed in ``REGRESSION_DATASETS``, not ``DATASETS``):
+
+* ``plane``     a linear target over the square [-1, 1]^2.
+* ``bumps``     five signed Gaussian bumps over the square: needs a nonlinear model.
 """
 from __future__ import annotations
 
@@ -137,3 +142,46 @@ def make_dataset(name: str, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
     return DATASETS[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regression: a real-valued target over the plane (TensorFlow Playground's two regression sets).
+
+def _uniform_square(n: int, gen: torch.Generator) -> torch.Tensor:
+    return 2 * torch.rand(n, 2, generator=gen, dtype=torch.float64) - 1
+
+
+def plane(n: int = 200, noise: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points uniform in the square [-1, 1]^2; target ``(x1 + x2) / 2`` plus Gaussian ``noise`` (float32).
+
+    A linear model fits it exactly when ``noise`` is 0: the easy regression case.
+    """
+    n = _check_int("n", n, 1)
+    noise = _check_noise(noise)
+    gen = _generator(seed)
+    X = _uniform_square(n, gen)
+    y = (X[:, 0] + X[:, 1]) / 2 + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X.to(torch.float32), y.to(torch.float32)
+
+
+# Bump centres (in the unit square) and signs: a fixed landscape, so the task is the same for every seed.
+_BUMPS = ((-0.5, -0.5, 1.0), (0.5, 0.5, 1.0), (-0.5, 0.5, -1.0), (0.5, -0.5, -1.0), (0.0, 0.0, 0.5))
+
+
+def bumps(n: int = 200, noise: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points uniform in [-1, 1]^2; target: a sum of five signed Gaussian bumps (width 0.25), clipped to
+    [-1, 1], plus Gaussian ``noise`` (float32). Needs a nonlinear model."""
+    n = _check_int("n", n, 1)
+    noise = _check_noise(noise)
+    gen = _generator(seed)
+    X = _uniform_square(n, gen)
+    y = torch.zeros(n, dtype=torch.float64)
+    for cx, cy, sign in _BUMPS:
+        y += sign * torch.exp(-((X[:, 0] - cx) ** 2 + (X[:, 1] - cy) ** 2) / (2 * 0.25 ** 2))
+    y = y.clamp(-1, 1) + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X.to(torch.float32), y.to(torch.float32)
+
+
+#: name -> regression generator (kept apart from DATASETS, whose labels are classes).
+REGRESSION_DATASETS = {"plane": plane, "bumps": bumps}
+__all__ += ["plane", "bumps", "REGRESSION_DATASETS"]
