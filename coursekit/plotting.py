@@ -25,7 +25,7 @@ from matplotlib.patches import Circle
 
 __all__ = [
     "use_png", "patch_d2l", "plot", "show_images", "draw_mlp",
-    "plot_decision_boundary", "plot_confusion_matrix", "CLASS_COLORS",
+    "plot_decision_boundary", "plot_confusion_matrix", "plot_seed_comparison", "CLASS_COLORS",
 ]
 
 # One colour per class (up to 10), used for points and, lightened, for decision regions.
@@ -363,4 +363,41 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], ax=None, title=None, c
     ax.set_xlabel("predicted class"), ax.set_ylabel("true class")
     if title is not None:
         ax.set_title(title)
+    return ax
+
+
+def plot_seed_comparison(labels: Sequence[str], results, xlabel: str, ylabel: str, ylim=(0.0, 1.0),
+                         reference: float | None = None, reference_label: str = "chance", ax=None,
+                         figsize=(4.5, 3)):
+    """Configurations side by side: every seed's result as a dot, the mean with an error bar (the seed range).
+
+    ``results[i]``: the results (one per seed) of configuration ``labels[i]``. ``ylim`` defaults to the whole range
+    of an accuracy, [0, 1], so that a gap of a point looks like a point and not like a cliff; ``reference`` draws a
+    dashed line (e.g. chance level, 0.1 for ten classes).
+    """
+    values = [np.asarray([float(v) for v in r]) for r in results]
+    if len(values) != len(labels) or any(len(v) == 0 for v in values):
+        raise ValueError(f"plot_seed_comparison needs one non-empty list of results per label: {len(labels)} labels, "
+                         f"{[len(v) for v in values]} results")
+    if not xlabel or not ylabel:
+        raise ValueError("plot_seed_comparison needs an x-label and a y-label")
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    positions = np.arange(len(labels))
+    means = np.array([v.mean() for v in values])
+    low = means - np.array([v.min() for v in values])
+    high = np.array([v.max() for v in values]) - means
+    for x, v in zip(positions, values):
+        ax.plot(np.full(len(v), x, dtype=float), v, "o", color="0.6", markersize=3, zorder=1)
+    ax.errorbar(positions, means, yerr=[low, high], fmt="s", color=CLASS_COLORS[0], capsize=5, zorder=2,
+                label=f"mean, bar: seed range ({len(values[0])} seeds)")
+    if reference is not None:
+        ax.axhline(reference, color="0.5", linestyle="--", linewidth=1, label=reference_label)
+    ax.set_xticks(positions, [str(label) for label in labels])
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
     return ax

@@ -181,3 +181,26 @@ def train(model: nn.Module, data, num_epochs: int = 10, lr: float = 0.1, optimiz
             print(f"epoch {epoch + 1}/{num_epochs}: train loss {history.train_loss[-1]:.4f}, "
                   f"train acc {history.train_acc[-1]:.4f}, {short} acc {history.val_acc[-1]:.4f}", flush=True)
     return history
+
+
+def seed_spread(values) -> float:
+    """The seed-to-seed spread of one configuration's results: largest minus smallest (0 for one seed)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("seed_spread needs the results of at least one seed")
+    return max(values) - min(values)
+
+
+def differs(a, b) -> bool:
+    """Whether two configurations' results (one number per seed each) differ by more than seed noise.
+
+    The rule the lectures use: the means must be further apart than the larger of the two seed-to-seed spreads
+    (:func:`seed_spread`). Anything closer is reported as *no measurable difference*, whichever mean is larger.
+    With a single seed per side there is no spread to compare with, so nothing can be concluded: it raises.
+    """
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"differs needs at least 2 seeds per configuration to know the noise, got {len(a)} and "
+                         f"{len(b)}")
+    gap = abs(sum(a) / len(a) - sum(b) / len(b))
+    return gap > max(seed_spread(a), seed_spread(b))

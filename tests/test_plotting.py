@@ -162,3 +162,22 @@ def test_confusion_matrix_cells_and_labels():
     assert ax.get_ylabel() == "true class"
     with pytest.raises(ValueError, match="3 classes but 2"):
         plotting.plot_confusion_matrix(cm, names[:2])
+
+
+def test_seed_comparison_shows_each_seed_mean_and_range_on_an_honest_axis():
+    ax = plotting.plot_seed_comparison(["a", "b"], [[0.80, 0.82, 0.81], [0.5, 0.7, 0.6]], "config", "val accuracy",
+                                       reference=0.1)
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_ylabel() == "val accuracy" and ax.get_xlabel() == "config"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sorted(np.round(np.concatenate([d.get_ydata() for d in dots]), 2)) == [0.5, 0.6, 0.7, 0.8, 0.81, 0.82]
+    bars = ax.containers[0]
+    assert np.allclose(bars.lines[0].get_ydata(), [0.81, 0.6])  # the means
+    segments = bars.lines[2][0].get_segments()  # the error bars span each seed range
+    assert np.allclose([(s[0][1], s[1][1]) for s in segments], [(0.80, 0.82), (0.5, 0.7)])
+    assert any(line.get_linestyle() == "--" and list(line.get_ydata()) == [0.1, 0.1] for line in ax.get_lines())
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="one non-empty list"):
+        plotting.plot_seed_comparison(["a", "b"], [[0.8]], "x", "y")
+    with pytest.raises(ValueError, match="y-label"):
+        plotting.plot_seed_comparison(["a"], [[0.8]], "x", "")

@@ -144,3 +144,14 @@ def test_live_plot_puts_loss_and_accuracy_on_separate_labelled_axes():
     assert [line.get_label() for line in acc_ax.get_lines()] == ["train", "validation"]
     assert list(acc_ax.get_lines()[1].get_ydata()) == [0.4, 0.6]
     assert display.called
+
+
+def test_differs_only_beyond_the_seed_spread():
+    from coursekit.training import differs, seed_spread
+
+    assert seed_spread([0.80, 0.83, 0.81]) == pytest.approx(0.03)
+    assert differs([0.80, 0.81, 0.82], [0.70, 0.71, 0.72])        # gap 0.10 > spread 0.02
+    assert not differs([0.80, 0.83, 0.81], [0.79, 0.82, 0.80])    # gap 0.01 < spread 0.03
+    assert not differs([0.80, 0.90], [0.84, 0.85])                 # the noisy side's spread counts
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        differs([0.9], [0.1, 0.2])
