@@ -29,6 +29,7 @@ Tensor = torch.Tensor
 
 __all__ = [
     "Activation",
+    "ActivationModule",
     "ACTIVATIONS",
     "ALIASES",
     "activation_names",
@@ -61,6 +62,29 @@ class Activation:
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.params.items())
         return f"Activation({self.name!r}{extra})"
+
+    def as_module(self) -> "ActivationModule":
+        """This activation as an ``nn.Module``, so that it can sit in ``nn.Sequential`` like ``nn.ReLU()``::
+
+            nn.Sequential(nn.Linear(2, 16), get_activation("tanh").as_module(), nn.Linear(16, 2))
+        """
+        return ActivationModule(self)
+
+
+class ActivationModule(torch.nn.Module):
+    """An :class:`Activation` as a layer without parameters (see :meth:`Activation.as_module`)."""
+
+    def __init__(self, activation: Activation):
+        super().__init__()
+        if not isinstance(activation, Activation):
+            raise TypeError(f"ActivationModule wraps a coursekit Activation, got {type(activation).__name__}")
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation.fn(x)
+
+    def extra_repr(self) -> str:
+        return "".join([repr(self.activation.name)] + [f", {k}={v}" for k, v in self.activation.params.items()])
 
 
 def _as_tensor(x) -> Tensor:

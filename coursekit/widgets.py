@@ -144,8 +144,10 @@ class CollapseResult:
         (``W = W1 W2 ... Wk``) and pushing the biases through (``b = (b1 W2 + b2) W3 + ...``).
     collapsed [N]: x W + b, the deep network's output IF the activation were the identity.
     max_abs_diff: max |deep(x) - collapsed(x)| over x.
-    affine_fit_residual: max |deep(x) - (best straight line)(x)|, least squares over x: zero
-        exactly when the deep network is affine on the range, whatever its weights.
+    best_line [N]: the least-squares straight line through (x, deep(x)), the best affine map there is.
+    affine_fit_residual: max |deep(x) - best_line(x)|, the distance to the best affine fit: zero
+        exactly when the deep network is affine on the range, whatever its weights. (max_abs_diff is not
+        that evidence: it only says the network differs from one particular affine map.)
     """
 
     depth: int
@@ -158,6 +160,7 @@ class CollapseResult:
     b: torch.Tensor
     max_abs_diff: float
     affine_fit_residual: float
+    best_line: torch.Tensor | None = None
 
 
 def _check_int(name: str, value, minimum: int, maximum: int) -> int:
@@ -211,7 +214,7 @@ def linearity_collapse(depth: int = 3, width: int = 8, activation: str = "identi
     return CollapseResult(
         depth=depth, width=width, activation=act.name, x=x, deep=deep, collapsed=collapsed, W=W, b=b,
         max_abs_diff=(deep - collapsed).abs().max().item(),
-        affine_fit_residual=(deep - best_line).abs().max().item(),
+        affine_fit_residual=(deep - best_line).abs().max().item(), best_line=best_line,
     )
 
 
@@ -227,9 +230,12 @@ def plot_linearity_collapse(result: CollapseResult | None = None, figsize=(5.5, 
     ax = fig.subplots()
     ax.plot(x, result.deep.numpy(), color="C0", linewidth=2.5, label="deep network")
     ax.plot(x, result.collapsed.numpy(), "--", color="C3", label="x W + b (collapsed)")
+    if result.best_line is not None:
+        ax.plot(x, result.best_line.numpy(), ":", color="k", label="best straight line (least squares)")
     ax.set_xlabel("x")
+    ax.set_ylabel("network output")
     ax.set_title(f"{result.depth} hidden layer(s) x {result.width} units, {result.activation}\n"
-                 f"max |deep - collapsed| = {result.max_abs_diff:.2g}", fontsize="medium")
+                 f"distance to the best affine fit = {result.affine_fit_residual:.2g}", fontsize="medium")
     ax.grid(True, alpha=0.4)
     ax.legend(loc="best", fontsize="small")
     return fig
@@ -270,17 +276,19 @@ def collapse_explorer(depth: int = 3, width: int = 8, activation: str = "identit
 # ----------------------------------------------------------------------------------------------
 # Misclassified images, browsed by true class (appended by notebooks-B for notebooks/05_training_mlp)
 
-def misclassified_summary(y_true, y_pred, class_names, true_class: int) -> str:
-    """One sentence: how many test images of ``true_class`` are wrong, and what they are taken for most."""
+def misclassified_summary(y_true, y_pred, class_names, true_class: int, set_name: str = "test") -> str:
+    """One sentence: how many images of ``true_class`` are wrong, and what they are taken for most.
+
+    ``set_name``: which images these are, as the sentence names them (``"test"``, ``"validation"``)."""
     y_true, y_pred = torch.as_tensor(y_true).reshape(-1), torch.as_tensor(y_pred).reshape(-1)
     of_class = y_true == true_class
     wrong = of_class & (y_pred != y_true)
     name = class_names[true_class]
     if not wrong.any():
-        return f"All {int(of_class.sum())} test images of class {name} are classified correctly."
+        return f"All {int(of_class.sum())} {set_name} images of class {name} are classified correctly."
     counts = torch.bincount(y_pred[wrong], minlength=len(class_names))
     most = int(counts.argmax())
-    return (f"{int(wrong.sum())} of {int(of_class.sum())} test images of class {name} are misclassified; "
+    return (f"{int(wrong.sum())} of {int(of_class.sum())} {set_name} images of class {name} are misclassified; "
             f"most often as {class_names[most]} ({int(counts[most])} times).")
 
 
@@ -313,8 +321,9 @@ def plot_misclassified(images, y_true, y_pred, class_names, true_class: int, max
     return fig
 
 
-def misclassified_explorer(images, y_true, y_pred, class_names, true_class: int = 0, max_images: int = 16):
-    """A dropdown of classes; picking one shows that class's misclassified test images and a summary."""
+def misclassified_explorer(images, y_true, y_pred, class_names, true_class: int = 0, max_images: int = 16,
+                           set_name: str = "test"):
+    """A dropdown of classes; picking one shows that class's misclassified images and a summary."""
     import ipywidgets as widgets
 
     options = [(name, i) for i, name in enumerate(class_names)]
@@ -322,7 +331,7 @@ def misclassified_explorer(images, y_true, y_pred, class_names, true_class: int 
 
     def render(true_class):
         fig = plot_misclassified(images, y_true, y_pred, class_names, true_class, max_images=max_images)
-        return fig, f"<p>{misclassified_summary(y_true, y_pred, class_names, true_class)}</p>"
+        return fig, f"<p>{misclassified_summary(y_true, y_pred, class_names, true_class, set_name)}</p>"
 
     return make_explorer({"true_class": dropdown}, render)
 

@@ -170,3 +170,26 @@ def test_activations_are_hashable():
 def test_prelu_keeps_dtype():
     x = torch.linspace(-1, 1, 5, dtype=torch.float64)
     assert get_activation("prelu")(x).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_as_module_works_in_sequential(name):
+    """notebook 02's exercise: a coursekit activation between two nn.Linear layers, trained by autograd."""
+    from torch import nn
+
+    act = get_activation(name)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), act.as_module(), nn.Linear(4, 2))
+    x = torch.randn(5, 2)
+    expected = net[2](act(net[0](x)))
+    assert torch.equal(net(x), expected)
+    net(x).sum().backward()
+    assert net[0].weight.grad is not None and not list(net[1].parameters())
+    assert name in repr(net[1])
+
+
+def test_activation_module_refuses_other_things():
+    from coursekit.activations import ActivationModule
+
+    with pytest.raises(TypeError, match="coursekit Activation"):
+        ActivationModule(torch.relu)

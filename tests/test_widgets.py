@@ -109,7 +109,14 @@ def test_plot_linearity_collapse_shows_both_curves():
     deep, collapsed = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
     torch.testing.assert_close(torch.as_tensor(deep), r.deep)
     torch.testing.assert_close(torch.as_tensor(collapsed), r.collapsed)
-    assert f"{r.max_abs_diff:.2g}" in ax.get_title()
+    # The evidence of non-affinity is the distance to the best affine fit (least squares), drawn and in the title.
+    best = torch.as_tensor(ax.lines[2].get_ydata())
+    torch.testing.assert_close(best, r.best_line)
+    design = torch.stack([r.x, torch.ones_like(r.x)], dim=1)
+    coef = torch.linalg.lstsq(design, r.deep[:, None]).solution
+    torch.testing.assert_close(best, (design @ coef)[:, 0])
+    assert r.affine_fit_residual == pytest.approx((r.deep - best).abs().max().item()) and r.affine_fit_residual > 0.01
+    assert f"best affine fit = {r.affine_fit_residual:.2g}" in ax.get_title() and ax.get_ylabel()
     fig2 = plot_linearity_collapse(depth=2, width=5, activation="tanh")
     torch.testing.assert_close(torch.as_tensor(fig2.axes[0].lines[0].get_ydata()), r.deep)
 

@@ -36,6 +36,8 @@ def test_summary_counts_and_most_common_confusion():
     assert widgets.misclassified_summary(y_true, y_pred, NAMES, 0) == (
         "3 of 10 test images of class zero are misclassified; most often as one (2 times).")
     assert widgets.misclassified_summary(y_true, y_pred, NAMES, 1).startswith("All 10 test images of class one")
+    assert widgets.misclassified_summary(y_true, y_pred, NAMES, 0, set_name="validation").startswith(
+        "3 of 10 validation images of class zero")
     empty = widgets.plot_misclassified(torch.rand(3, 28, 28), [1, 1, 1], [1, 1, 1], NAMES, true_class=1)
     assert not any(ax.images for ax in empty.axes)
 
