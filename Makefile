@@ -11,7 +11,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := notebooks lab/mlp_lab.ipynb lab/source/mlp_lab_solution.ipynb
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test test-fast bench notebooks clean-venv
+.PHONY: setup lab test test-fast bench notebooks clean-venv release
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ bench: setup
 # Re-run the lecture notebooks in place after editing them (nbval compares with the committed outputs).
 notebooks: setup
 	$(PY) scripts/execute_notebooks.py notebooks/*.ipynb
+
+# The student edition (no solutions, no grader) as a git repository with one commit; see README
+# "Run the course for a class". Again on the same folder: one commit more (what students then pull).
+RELEASE_DIR ?= build/student-edition
+RELEASE_ARGS ?=
+release: setup
+	$(VENV)/bin/coursekit release --out $(RELEASE_DIR) $(RELEASE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

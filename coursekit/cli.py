@@ -4,6 +4,8 @@
     coursekit gradescope-bundle --out autograder.zip   the autograder to upload to Gradescope
     coursekit assign                                   regenerate the student notebook and hidden tests
     coursekit gradescope-run ...                       what the bundle's run_autograder calls
+    coursekit release --out DIR                        write the student edition (a git repository)
+    coursekit hub-link --hub URL --repo URL            an nbgitpuller link to it on a JupyterHub
 """
 from __future__ import annotations
 
@@ -87,6 +89,16 @@ def cmd_assign(args) -> int:
     return assign.main(args.rest) or 0
 
 
+def cmd_release(args) -> int:
+    from coursekit import release
+    return release.run(args)
+
+
+def cmd_hub_link(args) -> int:
+    from coursekit import hublink
+    return hublink.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description="The MLP course kit's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
     a.set_defaults(func=cmd_assign)
+
+    rel = sub.add_parser("release", help="write the student edition (no solutions) as a git repository",
+                         description="Write the student edition of the course into DIR as a git repository "
+                                     "(one reproducible commit; again on an earlier release: one commit more).")
+    from coursekit import release as _release
+    _release.add_arguments(rel)
+    rel.set_defaults(func=cmd_release)
+
+    hub = sub.add_parser("hub-link", help="an nbgitpuller link that puts the student edition in each student's home")
+    from coursekit import hublink as _hublink
+    _hublink.add_arguments(hub)
+    hub.set_defaults(func=cmd_hub_link)
     return parser
 
 
