@@ -172,9 +172,11 @@ class SneakyTensor(torch.Tensor):
 
 
 CHEATS = {
-    "builtin": ("sigmoid", lambda x: torch.sigmoid(x), "calls torch's sigmoid"),
-    "builtin alias": ("tanh", lambda x, f=torch.nn.functional.tanh: f(x), "calls torch's tanh"),
-    "tensor method": ("relu", lambda x: x.relu(), "calls torch's relu"),
+    "builtin": ("sigmoid", lambda x: torch.sigmoid(x), "torch.sigmoid is not allowed"),
+    "builtin alias": ("tanh", lambda x, f=torch.nn.functional.tanh: f(x), "torch.tanh is not allowed"),
+    "tensor method": ("relu", lambda x: x.relu(), "torch.relu is not allowed"),
+    "hidden by a TorchFunctionMode": ("sigmoid", lambda x: _through_own_mode(torch.sigmoid, x),
+                                      "torch.sigmoid is not allowed"),
     "naive tanh": ("tanh", lambda x: (1 - torch.exp(-2 * x)) / (1 + torch.exp(-2 * x)), "contains nan"),
     "nan": ("sigmoid", lambda x: torch.full_like(x, float("nan")), "contains nan"),
     "eq trick": ("relu", lambda x: torch.zeros_like(x).as_subclass(SneakyTensor), "returned a SneakyTensor"),
@@ -183,6 +185,19 @@ CHEATS = {
     "wrong shape": ("sigmoid", lambda x: (1 / (1 + torch.exp(-x))).reshape(-1), "has shape"),
     "off by 1e-3": ("tanh", lambda x: torch.clamp(x, -1, 1) * 0 + 1e-3, "is wrong at"),
 }
+
+
+def _through_own_mode(fn, x):
+    """fn(x) called through a TorchFunctionMode of the notebook's own that disables torch functions."""
+    from torch.overrides import TorchFunctionMode
+
+    class Hide(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            with torch._C.DisableTorchFunction():
+                return func(*args, **(kwargs or {}))
+
+    with Hide():
+        return fn(x)
 
 
 @pytest.mark.parametrize("case", sorted(CHEATS))
@@ -245,7 +260,7 @@ def test_check_prints_pass_for_the_solution_and_todo_for_stubs():
         check("q1", _namespace({"q1"}))
         check("q1", _namespace(set()))
     text = out.getvalue()
-    assert "q1: 5/5 public tests passed" in text and "q1: not attempted yet" in text
+    assert "q1: 6/6 public tests passed" in text and "q1: not attempted yet" in text
     assert "TODO  relu keeps positive values and zeroes the others -- not attempted yet (implement relu)" in text
     assert "Traceback" not in text
 
@@ -325,3 +340,134 @@ def test_harvest_reads_real_data_even_if_the_notebook_patched_torch(spec, tmp_pa
             else:
                 delattr(torch.Tensor, name)
     assert graded.points == 0 and "is wrong at" in graded.failed[0]
+
+
+# -------------------------------------------------------- the one rule for torch's activations (banned_calls)
+class _PassThroughSubclass(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+class _HiddenRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+            return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def _scripted_tanh(x):
+    return torch.tanh(x)
+
+
+def _evasions():
+    """name -> (function, what the rule must report). Each hides torch's own activation a different way."""
+    scripted = torch.jit.script(_scripted_tanh)
+    traced = torch.jit.trace(lambda x: torch.sigmoid(x), torch.randn(3))
+    fx_module = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.ReLU()))
+
+    def disabled_torch_function(x):
+        with torch._C.DisableTorchFunction():
+            return torch.relu(x)
+
+    def disabled_everything(x):
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+            return torch.relu(x)
+
+    def disabled_and_no_grad(x):
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch(), torch.no_grad():
+            return torch.relu(x)
+
+    def in_place(x):
+        y = x.clone()
+        y.sigmoid_()
+        return y
+
+    return {
+        "own TorchFunctionMode": (lambda x: _through_own_mode(torch.tanh, x), "torch.tanh"),
+        "DisableTorchFunction": (disabled_torch_function, "torch.relu"),
+        "__torch_function__ subclass": (lambda x: torch.relu(x.as_subclass(_PassThroughSubclass))
+                                        .as_subclass(torch.Tensor), "torch.relu"),
+        "torch.fx": (fx_module, "torch.relu"),
+        "torch.jit.script": (scripted, "torch.tanh"),
+        "torch.jit.trace": (traced, "torch.sigmoid"),
+        "torch.ops.aten": (lambda x: torch.ops.aten.relu(x), "torch.relu"),
+        "getattr": (lambda x: getattr(torch, "sig" + "moid")(x), "torch.sigmoid"),
+        "vmap": (lambda x: torch.vmap(torch.sigmoid)(x), "torch.sigmoid"),
+        "nn.Module": (lambda x: torch.nn.Tanh()(x), "torch.tanh"),
+        "in-place method": (in_place, "torch.sigmoid"),
+        "special.expit": (lambda x: torch.special.expit(x), "torch.special.expit"),
+        "relative": (lambda x: torch.nn.functional.hardtanh(x), "torch.hardtanh"),
+        "python dispatch off": (disabled_everything, "torch.relu"),
+        "python dispatch off, no grad": (disabled_and_no_grad, "detached from autograd"),
+        "custom autograd.Function": (lambda x: _HiddenRelu.apply(x), "custom torch.autograd.Function"),
+        "numpy": (lambda x: torch.from_numpy(np.tanh(x.detach().numpy())), "Tensor.numpy"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_evasions()))
+def test_banned_calls_see_through_indirection(case):
+    from coursekit.grading import banned_calls
+    fn, expected = _evasions()[case]
+    used = banned_calls.banned_calls_of(fn, (torch.linspace(-2, 2, 5),))
+    assert any(expected in name for name in used), used
+
+
+ALLOWED = {
+    "where": lambda x: torch.where(x > 0, x, torch.zeros_like(x)),
+    "torch.max": lambda x: torch.max(x, torch.zeros_like(x)),
+    "torch.maximum": lambda x: torch.maximum(x, torch.zeros_like(x)),
+    "clamp": lambda x: torch.clamp(x, min=0),
+    "in-place on a copy": lambda x: (lambda y: (y.__setitem__(y < 0, 0), y)[1])(x.clone()),
+    "stable sigmoid": lambda x: torch.where(x >= 0, 1 / (1 + torch.exp(-x.abs())),
+                                            torch.exp(-x.abs()) / (1 + torch.exp(-x.abs()))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ALLOWED))
+def test_banned_calls_allow_elementary_operations(case):
+    from coursekit.grading import banned_calls
+    assert banned_calls.banned_calls_of(ALLOWED[case], (torch.linspace(-2, 2, 5),)) == []
+
+
+class _HiddenTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+            return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def _tanh_dispatch_off(x):
+    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+        return torch.tanh(x)
+
+
+TANH_EVASIONS = {  # right values, wrong means
+    "own TorchFunctionMode": (lambda x: _through_own_mode(torch.tanh, x), "torch.tanh is not allowed"),
+    "python dispatch off": (_tanh_dispatch_off, "torch.tanh is not allowed"),
+    "custom autograd.Function": (lambda x: _HiddenTanh.apply(x), "custom torch.autograd.Function is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TANH_EVASIONS))
+def test_grader_and_public_check_apply_the_same_rule(spec, tmp_path, case):
+    """Hidden through indirection, torch's tanh costs q1's tanh points and check("q1") says so in the same words."""
+    fn, expected = TANH_EVASIONS[case]
+    ns = _namespace({"q1"})
+    ns["tanh"] = fn
+    ns["train_mlp"] = _stub_train
+    q1 = _grade(spec, ns, tmp_path)["q1"]
+    assert q1.points == 20 - spec.module.Q1["points"]["tanh"], q1.failed
+    (line,) = q1.failed
+    assert line.startswith("tanh (0/") and "the grader will not count this: " in line and expected in line, line
+    outcome = next(o for o in run_public_tests("q1", ns) if o.name.startswith("relu, sigmoid and tanh use only"))
+    assert outcome.status == "fail" and outcome.message in line, (outcome, line)

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from coursekit.grading import banned_calls
+
 __all__ = ["CheckFailed", "Outcome", "check", "run_public_tests", "expect", "expect_tensor", "expect_close",
-           "describe"]
+           "expect_allowed", "expect_closed_form", "expect_no_autograd", "expect_training_loop", "describe"]
 
 
 class CheckFailed(AssertionError):
@@ -124,6 +126,94 @@ def expect_close(what: str, got, expected: torch.Tensor, *, rtol: float = 1e-5, 
         raise CheckFailed(f"{what} is wrong at {int(wrong.sum())} of {got.numel()} positions; first at index "
                           f"{index}{at}: expected {_number(expected[index].item())}, got {_number(got[index].item())} "
                           f"(tolerance {atol:g} + {rtol:g}*|expected|)")
+
+
+def expect_allowed(what: str, fn, *inputs: torch.Tensor) -> None:
+    """Fail if ``fn`` (called on each of ``inputs``) uses what the grader does not count: torch's own activation
+    functions, however reached (the grader's rule, :mod:`coursekit.grading.banned_calls`)."""
+    for x in inputs:
+        fn(x)  # its own errors (a TODO stub included) are reported as such, not as "allowed"
+    used = banned_calls.banned_calls_of(fn, inputs)
+    if used:
+        raise CheckFailed(banned_calls.not_allowed(what, used))
+
+
+def expect_closed_form(what: str, fn, *inputs: torch.Tensor) -> None:
+    """Fail, as the grader would, if the derivative ``fn`` changes the dtype of an input (a float32 result for a
+    float64 input) or computes its result with autograd."""
+    for x in inputs:
+        got = fn(x)
+        if isinstance(got, torch.Tensor) and got.dtype != x.dtype:
+            raise CheckFailed(f"the grader will not count this: {what}(x) should have dtype "
+                              f"{str(x.dtype).replace('torch.', '')} (the input's), but it has dtype "
+                              f"{str(got.dtype).replace('torch.', '')}")
+    expect_no_autograd(what, fn, *inputs)
+
+
+def expect_no_autograd(what: str, fn, *inputs) -> None:
+    """Fail, as the grader would, if ``fn`` (called on each of ``inputs``) computes with autograd."""
+    used = banned_calls.autograd_calls_of(fn, inputs)
+    if used:
+        raise CheckFailed(banned_calls.uses_autograd(what, used))
+
+
+class _SmallMLP(torch.nn.Module):
+    """A 784-16-10 MLP that records whether a gradient reached a parameter that still held an older one."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.W1 = torch.nn.Parameter(torch.randn(784, 16, generator=gen) * 0.1)
+        self.b1 = torch.nn.Parameter(torch.zeros(16))
+        self.W2 = torch.nn.Parameter(torch.randn(16, 10, generator=gen) * 0.1)
+        self.b2 = torch.nn.Parameter(torch.zeros(10))
+        self.accumulated = False
+        for p in self.parameters():
+            p.register_hook(lambda grad, p=p: self._arriving(p))
+
+    def _arriving(self, p):
+        if p.grad is not None and bool((p.grad != 0).any()):
+            self.accumulated = True
+
+    def forward(self, X):
+        return torch.clamp(X.reshape(-1, 784) @ self.W1 + self.b1, min=0) @ self.W2 + self.b2
+
+
+class _RandomImages:
+    """Three minibatches of 8 random 28x28 images with labels, as data.train_dataloader() gives them."""
+    batch_size = 8
+
+    def __init__(self):
+        gen = torch.Generator().manual_seed(0)
+        self.batches = [(torch.rand(8, 1, 28, 28, generator=gen), torch.randint(0, 10, (8,), generator=gen))
+                        for _ in range(3)]
+
+    def train_dataloader(self):
+        return list(self.batches)
+
+
+def expect_training_loop(train_mlp, num_epochs: int = 2) -> None:
+    """Run ``train_mlp`` for ``num_epochs`` on a few random minibatches with a small MLP; fail with a targeted
+    hint for the common mistakes: a softmax before ``F.cross_entropy``, gradients not zeroed between steps,
+    not one Python float per epoch (also graded), parameters that do not change."""
+    model, data = _SmallMLP(), _RandomImages()
+    before = [p.detach().clone() for p in model.parameters()]
+    trace = banned_calls.CallTrace()
+    with trace:
+        returned = train_mlp(model, data, num_epochs=num_epochs, lr=0.1)
+    if "softmax" in trace.names or "aten::_softmax" in trace.names:
+        raise CheckFailed("train_mlp applies a softmax: F.cross_entropy takes the logits model(X) and applies the "
+                          "softmax itself; a softmax before it squashes the gradients and slows training down")
+    if model.accumulated:
+        raise CheckFailed("the gradients are not set to zero between minibatches: loss.backward() adds to the "
+                          "gradients already there; call optimizer.zero_grad() (or p.grad.zero_()) before it")
+    if not (isinstance(returned, list) and len(returned) == num_epochs and all(type(v) is float for v in returned)):
+        raise CheckFailed(f"train_mlp(model, data, num_epochs={num_epochs}, lr) should return a list of {num_epochs} "
+                          f"Python floats, one mean loss per epoch (use loss.item()); it returned {describe(returned)}"
+                          " (the grader checks this too)")
+    if all(torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())):
+        raise CheckFailed("train_mlp did not change the model's parameters: update them with the gradients "
+                          "(optimizer.step(), or p -= lr * p.grad under torch.no_grad())")
 
 
 # ------------------------------------------------------------------------------------------- running

@@ -37,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_AUTOGRADER_DIR = REPO / "lab" / "autograder"
 DRIVER = Path(__file__).resolve().parent / "harvest_driver.py"
+BANNED_CALLS = Path(__file__).resolve().parent / "banned_calls.py"
 QUESTION_NAME = re.compile(r"^q(\d+)$")
 
 
@@ -95,6 +96,7 @@ class LabSpec:
         self._harvest_code = (
             "# --- coursekit harvest: runs after the notebook's cells, in its namespace ---\n"
             + DRIVER.read_text(encoding="utf-8") + "\n\n"
+            + f"_CK_BANNED_CALLS_SOURCE = {BANNED_CALLS.read_text(encoding='utf-8')!r}\n\n\n"
             + harvest_functions_source(source) + "\n\n\n"
             + f"_ck_harvest_main([{calls}], globals())\n")
 
