@@ -33,24 +33,25 @@ def _limits(args):
         raise SystemExit(f"coursekit: {exc}") from None
 
 
-def _default_autograder_dir() -> str:
-    return "lab/autograder"
-
-
 def cmd_grade(args) -> int:
     from coursekit.grading import sandbox
-    from coursekit.grading.batch import grade_folder
+    from coursekit.grading.batch import OutputError, grade_folder
     from coursekit.grading.labspec import SpecError
     if not Path(args.submissions).is_dir():
         print(f"coursekit grade: no such folder: {args.submissions}", file=sys.stderr)
         return 2
+    limits = _limits(args)
     print(f"isolation: {sandbox.describe_isolation()}")
     try:
-        summary = grade_folder(args.submissions, args.out, autograder_dir=args.autograder_dir, limits=_limits(args),
+        summary = grade_folder(args.submissions, args.out, autograder_dir=args.autograder_dir, limits=limits,
                                seed=args.seed, workers=args.workers, progress=not args.no_progress,
                                regrade=args.regrade)
     except (SpecError, FileNotFoundError) as exc:
         print(f"coursekit grade: {exc}", file=sys.stderr)
+        return 2
+    except OutputError as exc:      # read-only, full, not creatable: what was written stays valid
+        print(f"coursekit grade: {exc}; the grades written so far are kept: run again to resume",
+              file=sys.stderr)
         return 2
     print(summary.text())
     return 1 if summary.failed else 0
@@ -70,10 +71,11 @@ def cmd_bundle(args) -> int:
 def cmd_gradescope_run(args) -> int:
     import json
     import traceback
-    from coursekit.grading.batch import atomic_write
-    from coursekit.grading.gradescope import run_one
+    from coursekit.grading.batch import grade_gradescope_submission
+    from coursekit.grading.outfiles import atomic_write
     try:
-        results = run_one(args.submission, args.autograder_dir, args.results, limits=_limits(args), seed=args.seed)
+        results = grade_gradescope_submission(args.submission, args.autograder_dir, args.results,
+                                              limits=_limits(args), seed=args.seed)
     except Exception as exc:     # noqa: BLE001 (Gradescope needs a results file whatever happened)
         traceback.print_exc()
         atomic_write(Path(args.results), json.dumps({
@@ -109,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Run it again after an interruption: it grades only what is missing.")
     g.add_argument("submissions", metavar="SUBMISSIONS_DIR")
     g.add_argument("--out", required=True, metavar="OUT_DIR")
-    g.add_argument("--autograder-dir", default=_default_autograder_dir(),
-                   help="the hidden tests made by `coursekit assign` (%(default)s)")
+    g.add_argument("--autograder-dir", default=None,
+                   help="the hidden tests made by `coursekit assign` (default: the repository's lab/autograder, "
+                        "wherever the command is run from)")
     g.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     g.add_argument("--regrade", action="store_true", help="grade everything again, even what has a record")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("--out", default="mlp_lab_autograder.zip")
-    b.add_argument("--autograder-dir", default=_default_autograder_dir())
+    b.add_argument("--autograder-dir", default=None, help="default: the repository's lab/autograder")
     b.set_defaults(func=cmd_bundle)
 
     r = sub.add_parser("gradescope-run", help="grade one Gradescope submission (used by run_autograder)")

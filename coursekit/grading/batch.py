@@ -1,4 +1,5 @@
-"""Grade a whole class: a folder of submissions in, a gradebook, feedback and Gradescope results out.
+"""Grade a whole class: a folder of submissions in, a gradebook, feedback, Gradescope results and a similarity
+report out.
 
 ``grade_folder(submissions_dir, out_dir)`` (the ``coursekit grade`` command) writes::
 
@@ -6,26 +7,29 @@
     OUT/feedback/<student>.txt           what the student reads: per question, points, what passed and failed
     OUT/gradescope/<student>/results.json   Gradescope's format (score, tests[])
     OUT/records/<student>.json           the grade as data: written last, it marks the submission as done
-    OUT/summary.txt                      the summary printed at the end
+    OUT/similarity.csv, similarity.html  pairs of submissions ranked by shared solution code (copydetect)
+    OUT/summary.txt                      the summary printed at the end (flagged submissions with their lines)
 
-Submissions: one notebook per file (``alice.ipynb``: student "alice"), or one folder per student (the
-notebook inside, whatever its name). A file that is a notebook under another name is found by its content.
+The pipeline: ``submissions`` finds and reads each hand-in (untrusted: links, FIFOs, several notebooks in a
+folder, huge outputs), ``grade.grade_notebook`` grades one notebook in the sandbox, this module writes what
+comes back, and ``similarity`` compares the class.
 
 Resumable: a submission whose record exists (same file content, same hidden tests, same seed) is not graded
-again, so a run that was killed halfway and started again grades only what is missing. Every file is written
-atomically (a temporary file, then a rename), so nothing is ever half-written and the gradebook, rebuilt from
-the records after each submission, never holds a row twice. One bad submission never stops the batch: each
-one runs in the sandbox (``coursekit.grading.runner``), and an error of the grader itself is reported for that
-submission, which the next run tries again.
+again, so a run that was killed halfway, or stopped by a full disk, grades only what is missing when started
+again. Every file is written atomically (``outfiles``), so nothing is ever half-written and the gradebook,
+rebuilt from the records after each submission, never holds a row twice. One bad submission never stops the
+batch; an error of the grader itself is reported for that submission, which the next run tries again; OUT that
+cannot be written (read-only, full) stops it with ``outfiles.OutputError``.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import os
-import re
+import shutil
 import statistics
 import tempfile
 import threading
@@ -35,17 +39,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Submission", "BatchSummary", "discover_submissions", "grade_folder", "atomic_write", "spec_key"]
+from coursekit.grading.gradescope import results_json, validate_results
+from coursekit.grading.outfiles import OutputError, prepare_out_dir, write_output
+from coursekit.grading.submissions import (Submission, UnreadableSubmission, find_in_folder, find_submissions,
+                                           lab_names, read_submission, strip_notebook, submission_sha256)
 
-NOTEBOOK_SNIFF_BYTES = 16 << 20
-RECORD_VERSION = 1
+__all__ = ["BatchSummary", "grade_folder", "grade_submission", "grade_gradescope_submission", "spec_key",
+           "spreadsheet_safe", "OutputError"]
 
-
-@dataclass
-class Submission:
-    student: str          # a name safe as a file name
-    path: Path | None     # the notebook to grade; None if the student's folder holds none
-    note: str = ""        # how it was found, when that is worth saying
+RECORD_VERSION = 2
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+STAGING = ".staging"          # OUT/.staging: the stripped copy being graded; emptied at every start
 
 
 @dataclass
@@ -59,6 +63,9 @@ class BatchSummary:
     max_total: float = 0.0
     seconds: float = 0.0
     out_dir: Path | None = None
+    left_out: list = field(default_factory=list)       # entries of the folder that are no submission, and why
+    flagged: dict = field(default_factory=dict)        # student -> the grade's flags
+    similar: list = field(default_factory=list)        # the most similar pairs (similarity.Pair)
 
     @property
     def per_minute(self) -> float:
@@ -75,100 +82,25 @@ class BatchSummary:
                          f"max {max(self.scores):g} of {self.max_total:g}")
         if self.statuses:
             lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())))
+        if self.left_out:
+            lines.append(f"left out of the folder ({len(self.left_out)}):")
+            lines.extend(f"  {line}" for line in self.left_out)
+        if self.flagged:
+            lines.append(f"flagged for the instructor to read ({len(self.flagged)}): code that reaches for the "
+                         "grader's internals or the interpreter's machinery")
+            for student, flags in sorted(self.flagged.items()):
+                lines.append(f"  {student}:")
+                for flag in flags[:20]:
+                    where = f"line {flag.get('line')}" if flag.get("line") is not None else "?"
+                    code = " ".join(str(flag.get("code", "")).split())[:160]
+                    lines.append(f"    {where}: {code}  ({flag.get('reason', '')})")
+        if self.similar:
+            lines.append("most similar pairs (similarity.html has the shared code):")
+            lines.extend(f"  {p.a} ~ {p.b}: {p.similarity:.0%}" for p in self.similar)
         if self.out_dir is not None:
             lines.append(f"gradebook: {self.out_dir / 'gradebook.csv'}; feedback: {self.out_dir / 'feedback'}; "
-                         f"Gradescope: {self.out_dir / 'gradescope'}")
+                         f"Gradescope: {self.out_dir / 'gradescope'}; similarity: {self.out_dir / 'similarity.html'}")
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------- files
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def safe_name(name: str) -> str:
-    """A student name usable as a file name (letters, digits, ``._-``; the rest becomes ``_``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "student"
-    return cleaned[:100]
-
-
-def _looks_like_notebook(path: Path) -> bool:
-    try:
-        if path.stat().st_size > NOTEBOOK_SNIFF_BYTES:
-            return False
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("cells"), list) and "nbformat" in data
-
-
-def _notebook_in_folder(folder: Path) -> tuple[Path | None, str]:
-    found = sorted(p for p in folder.rglob("*.ipynb")
-                   if p.is_file() and ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
-    if found:
-        note = "" if len(found) == 1 else \
-            f"{len(found)} notebooks in the folder; graded {found[0].relative_to(folder)}"
-        return found[0], note
-    others = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    for p in others:
-        if _looks_like_notebook(p):
-            return p, f"graded {p.relative_to(folder)}, a notebook saved under another name"
-    return None, "no notebook in the folder"
-
-
-def discover_submissions(submissions_dir) -> tuple[list[Submission], list[str]]:
-    """The submissions in a folder, sorted by student, and the files that were left out (with why)."""
-    root = Path(submissions_dir)
-    if not root.is_dir():
-        raise NotADirectoryError(f"submissions folder not found: {root}")
-    subs, ignored, seen = [], [], set()
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name == "__MACOSX":
-            continue
-        if entry.is_dir():
-            path, note = _notebook_in_folder(entry)
-            student = entry.name
-        elif entry.suffix == ".ipynb":
-            path, note, student = entry, "", entry.stem
-        elif entry.is_file() and _looks_like_notebook(entry):
-            path, note, student = entry, f"graded {entry.name}, a notebook saved under another name", entry.stem
-        else:
-            ignored.append(f"{entry.name}: not a notebook")
-            continue
-        name = safe_name(student)
-        base, k = name, 2
-        while name in seen:
-            name, k = f"{base}-{k}", k + 1
-        seen.add(name)
-        subs.append(Submission(name, path, note))
-    return subs, ignored
-
-
-def file_sha256(path: Path | None) -> str:
-    if path is None:
-        return "none"
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def spec_key(spec) -> str:
@@ -185,30 +117,86 @@ def spec_key(spec) -> str:
     return h.hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------- grading
+def spreadsheet_safe(cell) -> str:
+    """A CSV cell no spreadsheet runs as a formula (OWASP's CSV-injection rule: a leading ``'``)."""
+    text = str(cell)
+    return "'" + text if text.startswith(SPREADSHEET_TRIGGERS) else text
 
-def _grade_dict(sub: Submission, spec, limits, seed) -> dict:
-    """Grade one submission; a dict ready for the record (never raises for the student's doings)."""
-    from coursekit.grading.grade import feedback_text, grade_notebook
-    if sub.path is None:
-        questions = [_zero_question(name, pts, spec, "no notebook was submitted") for name, pts in spec.questions]
-        text = feedback_text(sub.student, questions, "no-notebook", [sub.note])
-        return {"student": sub.student, "total": 0, "max_total": sum(q.max_points for q in questions),
-                "status": "no-notebook", "questions": [q.as_dict() for q in questions],
-                "cell_errors": [sub.note], "notes": [], "feedback": text}
-    grade = grade_notebook(sub.path, spec=spec, limits=limits, seed=seed, student=sub.student)
-    data = grade.as_dict()
-    if sub.note:
-        data["notes"] = [sub.note] + list(data.get("notes") or [])
-        data["feedback"] = data["feedback"] + f"Note: {sub.note}\n"
+
+# --------------------------------------------------------------------------------------------- one submission
+
+def _scrub(value, internal: list[str]):
+    """``value`` with the grader's own paths (OUT, the submissions folder, the package) replaced."""
+    if isinstance(value, str):
+        for path in internal:
+            value = value.replace(path, "<grader>")
+        return value
+    if isinstance(value, list):
+        return [_scrub(v, internal) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, internal) for k, v in value.items()}
+    return value
+
+
+def _internal_paths(*paths) -> list[str]:
+    here = Path(__file__).resolve().parents[2]       # where the coursekit package lives (a checkout: the repo)
+    found = {str(p) for p in (*paths, here) if p is not None and len(str(p)) > 1}
+    found |= {str(Path(p).resolve()) for p in found}
+    return sorted(found, key=len, reverse=True)
+
+
+def _with_feedback(data: dict) -> dict:
+    """The grade with its feedback rendered (once, by ``grade.feedback_text``) from its questions and notes."""
+    from coursekit.grading.grade import feedback_text
+    from coursekit.grading.labspec import QuestionResult
+    names = {f.name for f in dataclasses.fields(QuestionResult)}
+    questions = [QuestionResult(**{k: v for k, v in q.items() if k in names}) for q in data["questions"]]
+    data["feedback"] = feedback_text(data["student"], questions, data["status"], data.get("cell_errors") or [],
+                                     data.get("notes") or [])
     return data
 
 
-def _zero_question(name, pts, spec, why):
-    from coursekit.grading.labspec import QuestionResult
-    title = getattr(spec, "titles", {}).get(name, "") if hasattr(spec, "titles") else ""
-    return QuestionResult(name=name, points=0, max_points=pts, failed=[why], title=title)
+def _ungraded(sub: Submission, spec, status: str, why: str) -> dict:
+    """The grade of a submission that is not run: 0 on every question, with the reason."""
+    questions = [{"name": name, "title": (getattr(spec, "titles", None) or {}).get(name, ""), "points": 0,
+                  "max_points": pts, "passed": [], "failed": [why]} for name, pts in spec.questions]
+    return {"student": sub.student, "total": 0, "max_total": sum(q["max_points"] for q in questions),
+            "status": status, "questions": questions, "cell_errors": [], "notes": list(sub.notes), "flags": []}
 
+
+def grade_submission(sub: Submission, spec, limits, seed: int, staging: Path, internal=()) -> tuple[dict, str]:
+    """Grade one submission: (its grade as a dict with the feedback, the fingerprint of what was graded).
+    The notebook is read once (``submissions.read_submission``), and its stripped copy is what the sandbox
+    gets, written in ``staging`` (a folder of the grader's) and removed after. Never raises for what the
+    student handed in."""
+    from coursekit.grading.grade import grade_notebook
+    if sub.status:
+        why = {"symlink": "the submission is a symbolic link, which is not followed: hand in the file itself",
+               "no-notebook": "no notebook was submitted"}.get(sub.status, sub.status)
+        return _with_feedback(_scrub(_ungraded(sub, spec, sub.status, why), list(internal))), sub.status
+    try:
+        handed_in = read_submission(sub)
+    except UnreadableSubmission as exc:
+        return _with_feedback(_scrub(_ungraded(sub, spec, "invalid-notebook", str(exc)), list(internal))), \
+            "unreadable"
+    folder = Path(tempfile.mkdtemp(prefix=f"{sub.student}.", dir=staging))
+    staged = folder / sub.relpath.name
+    try:
+        write_output(staged, handed_in.data)
+        grade = grade_notebook(staged, spec=spec, limits=limits, seed=seed, student=sub.student)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    data = grade.as_dict()
+    data["notes"] = list(sub.notes) + list(data.get("notes") or [])
+    data.setdefault("flags", [])
+    return _with_feedback(_scrub(data, list(internal) + [str(folder)])), handed_in.sha256
+
+
+def _fingerprint(sub: Submission) -> str:
+    return sub.status if sub.status else submission_sha256(sub)
+
+
+# --------------------------------------------------------------------------------------------- the class
 
 def _gradebook(records: list[dict], question_names: list[str]) -> str:
     buf = io.StringIO()
@@ -217,21 +205,23 @@ def _gradebook(records: list[dict], question_names: list[str]) -> str:
     for rec in sorted(records, key=lambda r: r["student"]):
         g = rec["grade"]
         points = {q["name"]: q["points"] for q in g["questions"]}
-        w.writerow([rec["student"], *(f"{points.get(n, 0):g}" for n in question_names), f"{g['total']:g}",
-                    f"{g['max_total']:g}", g["status"], rec.get("file", "")])
+        row = [rec["student"], *(f"{points.get(n, 0):g}" for n in question_names), f"{g['total']:g}",
+               f"{g['max_total']:g}", g["status"], rec.get("file", "")]
+        w.writerow([spreadsheet_safe(cell) for cell in row])
     return buf.getvalue()
 
 
 def _warn_if_readable(spec, out: Path, log) -> None:
     """Without bubblewrap, student code sees the whole file system as an unprivileged uid: the hidden tests,
     the solution and the gradebook must then be unreadable to it (0700 folders). Say so if they are not."""
+    import sys
+
     from coursekit.grading import sandbox
     if sandbox.isolation_mode() != "uid":
         return
     folder = getattr(spec, "autograder_dir", None)
     paths = [out] + ([Path(folder), Path(folder).parent / "source"] if folder else [])
     exposed = sandbox.check_unreadable(paths, sandbox.SANDBOX_UID_BASE)
-    import sys
     if sandbox.check_unreadable([Path(sys.base_prefix) / "lib"], sandbox.SANDBOX_UID_BASE) == []:
         log(f"WARNING: Python's standard library ({sys.base_prefix}) is not readable by the sandbox's uid: "
             "a notebook that imports a module the grading server did not load will fail")
@@ -248,62 +238,97 @@ def _load_record(path: Path) -> dict | None:
     return rec if isinstance(rec, dict) and rec.get("version") == RECORD_VERSION else None
 
 
+def _template_cells(spec) -> list[str]:
+    """The code cells of the notebook handed out to students (``<lab>.ipynb`` beside the autograder folder):
+    boilerplate for the similarity report. None found: no cell is boilerplate."""
+    folder, lab = getattr(spec, "autograder_dir", None), (getattr(spec, "spec", None) or {}).get("lab")
+    if folder is None or not lab:
+        return []
+    path = Path(folder).parent / f"{lab}.ipynb"
+    try:
+        return strip_notebook(json.loads(path.read_text(encoding="utf-8")))[1]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _similarity(subs: list[Submission], records: dict, spec, out: Path, staging: Path, log) -> list:
+    from coursekit.grading.similarity import solution_code, write_similarity
+    template = _template_cells(spec)
+    codes = {}
+    for sub in subs:
+        if sub.student in records and not sub.status:
+            try:
+                code = solution_code(read_submission(sub).code_cells, template)
+            except UnreadableSubmission:
+                continue
+            if code.strip():
+                codes[sub.student] = code
+    try:
+        return write_similarity(codes, "\n\n".join(template), lambda name, text: write_output(out / name, text),
+                                sanitize=spreadsheet_safe, work_dir=staging)
+    except OutputError:
+        raise
+    except Exception as exc:     # noqa: BLE001 (the report is an extra: the grades stand without it)
+        log(f"similarity report failed: {type(exc).__name__}: {exc}")
+        return []
+
+
 def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, limits=None, seed: int = 0,
                  workers: int | None = None, progress: bool = True, regrade: bool = False,
                  log=print) -> BatchSummary:
-    """Grade every submission in ``submissions_dir`` into ``out_dir`` (see the module docstring)."""
+    """Grade every submission in ``submissions_dir`` into ``out_dir`` (see the module docstring). Raises
+    ``OutputError`` when OUT cannot be written (what was written stays valid: run again to resume)."""
     from tqdm.auto import tqdm
 
-    from coursekit.grading.gradescope import results_json
     from coursekit.grading.labspec import load_spec
     started = time.monotonic()
     spec = spec or load_spec(autograder_dir)
-    out = Path(out_dir)
-    for sub_dir in ("feedback", "gradescope", "records"):
-        (out / sub_dir).mkdir(parents=True, exist_ok=True)
-    out.chmod(0o700)        # the gradebook is the grader's alone
+    out = prepare_out_dir(out_dir, ("feedback", "gradescope", "records"))
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)       # copies left by a run that was killed
+    staging.mkdir(mode=0o700)
     _warn_if_readable(spec, out, log)
-    subs, ignored = discover_submissions(submissions_dir)
-    for line in ignored:
+    subs, left_out = find_submissions(submissions_dir, lab_names(spec))
+    for line in left_out:
         log(f"left out: {line}")
+    internal = _internal_paths(out, Path(submissions_dir), subs[0].root if subs else None)
     key = spec_key(spec)
     question_names = [name for name, _ in spec.questions]
-    summary = BatchSummary(total=len(subs), max_total=float(sum(p for _, p in spec.questions)), out_dir=out)
+    summary = BatchSummary(total=len(subs), max_total=float(sum(p for _, p in spec.questions)), out_dir=out,
+                           left_out=left_out)
 
     records: dict[str, dict] = {}
     todo = []
     for sub in subs:
         rec = None if regrade else _load_record(out / "records" / f"{sub.student}.json")
-        if rec and rec.get("sha256") == file_sha256(sub.path) and rec.get("spec") == key and rec.get("seed") == seed:
+        if rec and rec.get("sha256") == _fingerprint(sub) and rec.get("spec") == key and rec.get("seed") == seed:
             records[sub.student] = rec
             summary.skipped += 1
         else:
             todo.append(sub)
     lock = threading.Lock()
 
-    def finish(sub: Submission, data: dict):
-        atomic_write(out / "feedback" / f"{sub.student}.txt", data["feedback"])
-        atomic_write(out / "gradescope" / sub.student / "results.json",
-                     json.dumps(results_json(data), indent=1))
-        rec = {"version": RECORD_VERSION, "student": sub.student, "file": str(sub.path) if sub.path else "",
-               "sha256": file_sha256(sub.path), "spec": key, "seed": seed, "grade": data,
-               "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        atomic_write(out / "records" / f"{sub.student}.json", json.dumps(rec, indent=1))   # the commit point
+    def one(sub: Submission) -> dict:
+        data, fingerprint = grade_submission(sub, spec, limits, seed, staging, internal)
+        if _fingerprint(sub) != fingerprint:
+            raise RuntimeError("the file changed while it was graded")
+        write_output(out / "feedback" / f"{sub.student}.txt", data["feedback"])
+        results = results_json(data)
+        validate_results(results)
+        write_output(out / "gradescope" / sub.student / "results.json", json.dumps(results, indent=1))
+        rec = {"version": RECORD_VERSION, "student": sub.student,
+               "file": str(sub.relpath) if sub.relpath is not None else "", "sha256": fingerprint, "spec": key,
+               "seed": seed, "grade": data, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_output(out / "records" / f"{sub.student}.json", json.dumps(rec, indent=1))   # the commit point
         with lock:
             records[sub.student] = rec
-            atomic_write(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
-
-    def one(sub: Submission):
-        sha = file_sha256(sub.path)
-        data = _grade_dict(sub, spec, limits, seed)
-        if file_sha256(sub.path) != sha:
-            raise RuntimeError("the file changed while it was graded")
-        finish(sub, data)
+            write_output(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
         return data
 
-    atomic_write(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
+    write_output(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
     workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress or not todo)
+    stopped: OutputError | None = None
     try:
         with ThreadPoolExecutor(workers) as pool:
             futures = {pool.submit(one, sub): sub for sub in todo}
@@ -314,6 +339,10 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
                         data = fut.result()
                         summary.graded += 1
                         bar.set_postfix_str(f"{sub.student}: {data['total']:g} ({data['status']})", refresh=False)
+                    except OutputError as exc:      # OUT cannot be written: stop cleanly, resume next run
+                        stopped = stopped or exc
+                        for f in futures:
+                            f.cancel()
                     except Exception as exc:   # noqa: BLE001 (the grader's own failure on this one; go on)
                         summary.failed += 1
                         log(f"grader error on {sub.student}: {type(exc).__name__}: {exc} (run again to retry)")
@@ -324,9 +353,31 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
                 raise
     finally:
         bar.close()
+    if stopped is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise stopped
     for rec in records.values():
         summary.statuses[rec["grade"]["status"]] += 1
         summary.scores.append(rec["grade"]["total"])
+        if rec["grade"].get("flags"):
+            summary.flagged[rec["student"]] = rec["grade"]["flags"]
+    summary.similar = [p for p in _similarity(subs, records, spec, out, staging, log)[:10] if p.similarity >= 0.5]
+    shutil.rmtree(staging, ignore_errors=True)
     summary.seconds = time.monotonic() - started
-    atomic_write(out / "summary.txt", summary.text() + "\n")
+    write_output(out / "summary.txt", summary.text() + "\n")
     return summary
+
+
+def grade_gradescope_submission(submission_dir, autograder_dir, results_path, limits=None, seed: int = 0) -> dict:
+    """Grade the notebook in a Gradescope submission folder and write ``results.json`` (Gradescope runs this
+    once per student, through the bundle's ``run_autograder``)."""
+    from coursekit.grading.labspec import load_spec
+    spec = load_spec(autograder_dir)
+    sub = find_in_folder(submission_dir, lab_names(spec))
+    with tempfile.TemporaryDirectory(prefix="coursekit-gradescope-") as staging:
+        data, _ = grade_submission(sub, spec, limits, seed, Path(staging),
+                                   _internal_paths(Path(submission_dir), Path(autograder_dir)))
+    results = results_json(data)
+    validate_results(results)
+    write_output(Path(results_path), json.dumps(results, indent=1))
+    return results

@@ -1,5 +1,7 @@
 """Gradescope: the ``results.json`` of a graded submission, and the autograder bundle that grades there.
 
+Imports nothing of the grading pipeline: ``batch`` uses it, never the other way round.
+
 Gradescope unpacks the bundle (a zip) into ``/autograder/source``, runs ``setup.sh`` once to build the
 image, then for each submission runs ``/autograder/run_autograder`` with the student's files in
 ``/autograder/submission`` and reads ``/autograder/results/results.json``::
@@ -7,18 +9,18 @@ image, then for each submission runs ``/autograder/run_autograder`` with the stu
     coursekit gradescope-bundle --out mlp_lab_autograder.zip      # upload it as the autograder
 
 The bundle holds ``setup.sh`` (installs the pinned requirements, bubblewrap and the data set),
-``run_autograder`` (runs ``coursekit gradescope-run``: the same sandboxed grader as ``coursekit grade``),
+``run_autograder`` (runs ``coursekit gradescope-run``: ``batch.grade_gradescope_submission``, the same
+sandboxed grader as ``coursekit grade``),
 ``requirements.txt``, the ``coursekit`` package and the hidden tests (``autograder/``). ``run_autograder``
 reads ``$COURSEKIT_AUTOGRADER_ROOT`` (default ``/autograder``), so a test can run it in a local copy.
 """
 from __future__ import annotations
 
-import json
 import stat
 import zipfile
 from pathlib import Path
 
-__all__ = ["results_json", "validate_results", "build_bundle", "run_one", "SETUP_SH", "RUN_AUTOGRADER"]
+__all__ = ["results_json", "validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER"]
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 
@@ -115,9 +117,9 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def build_bundle(out_zip, autograder_dir=None, repo_root=None) -> Path:
+def build_bundle(out_zip, autograder_dir=None) -> Path:
     """Write the Gradescope autograder zip: setup.sh, run_autograder, requirements, coursekit, hidden tests."""
-    repo = Path(repo_root) if repo_root else _repo_root()
+    repo = _repo_root()
     hidden = Path(autograder_dir) if autograder_dir else repo / "lab" / "autograder"
     for needed in (hidden / "spec.json", hidden / "hidden_tests.py", repo / "requirements.txt",
                    repo / "pyproject.toml", repo / "coursekit" / "__init__.py"):
@@ -145,17 +147,3 @@ def build_bundle(out_zip, autograder_dir=None, repo_root=None) -> Path:
                 zf.write(p, f"autograder/{p.name}")
     tmp.replace(out_zip)
     return out_zip
-
-
-def run_one(submission_dir, autograder_dir, results_path, limits=None, seed: int = 0) -> dict:
-    """Grade the notebook in a Gradescope submission folder and write ``results.json``. Whatever happens,
-    a valid results file is written (score 0 with the reason if the submission cannot be graded)."""
-    from coursekit.grading.batch import _grade_dict, _notebook_in_folder, Submission, atomic_write
-    from coursekit.grading.labspec import load_spec
-    spec = load_spec(autograder_dir)
-    path, note = _notebook_in_folder(Path(submission_dir))
-    data = _grade_dict(Submission("submission", path, note), spec, limits, seed)
-    results = results_json(data)
-    validate_results(results)
-    atomic_write(Path(results_path), json.dumps(results, indent=1))
-    return results

@@ -1,0 +1,75 @@
+"""The grader's output files: each written whole or not at all, and one clear error when OUT cannot be written.
+
+``atomic_write`` writes a temporary file in the same folder, fsyncs it and renames it over the target, so a
+crash, a kill or a full disk leaves the previous version (or nothing), never half a file. ``OutputError`` is what
+the grade commands turn into one line and exit status 2: OUT on a read-only file system, a full disk, a path that
+cannot be created.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["OutputError", "atomic_write", "write_output", "prepare_out_dir"]
+
+_HINTS = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
+          errno.EDQUOT: "the disk quota is used up", errno.EACCES: "permission denied",
+          errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
+          errno.EEXIST: "a part of the path is a file, not a folder", errno.ENAMETOOLONG: "the path is too long"}
+
+
+class OutputError(Exception):
+    """OUT cannot be written. What was written before stays valid; run again when it can be written."""
+
+
+def describe(exc: OSError, path) -> str:
+    why = _HINTS.get(exc.errno) or exc.strerror or type(exc).__name__
+    return f"cannot write {path}: {why}"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_output(path: Path, data: str | bytes) -> None:
+    """``atomic_write``, with a failure to write turned into ``OutputError``."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise OutputError(describe(exc, path)) from exc
+
+
+def prepare_out_dir(out_dir, subfolders=()) -> Path:
+    """Create OUT (mode 0700: the grader's alone) and its subfolders, and prove a file can be written there."""
+    out = Path(out_dir)
+    where = out
+    try:
+        for sub in ("", *subfolders):
+            where = out / sub
+            where.mkdir(parents=True, exist_ok=True)
+        where = out
+        out.chmod(0o700)
+        where = out / ".write-test"
+        atomic_write(where, b"ok\n" * 1024)
+        where.unlink()
+    except OSError as exc:
+        raise OutputError(describe(exc, where)) from exc
+    return out
