@@ -99,14 +99,17 @@ def circles(n: int = 200, noise: float = 0.08, factor: float = 0.5, seed: int = 
     return _finish(X, y, gen)
 
 
-def spiral(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0
+def spiral(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0, winding: float = 4.0
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``classes`` spiral arms winding out from the origin (the CS231n spiral), radius up to 1.
 
-    ``noise`` jitters the angle (in radians) of each point.
+    ``noise`` jitters the angle (in radians) of each point; each arm turns by ``winding`` radians from the
+    centre to its end (4, the default, is about two thirds of a turn; the TensorFlow Playground's spiral
+    turns about 1.75 times, ``winding=11``).
     """
     n, classes = _check_n_classes(n, classes)
     noise = _check_noise(noise)
+    winding = _check_noise(winding, "winding")
     gen = _generator(seed)
     y = _balanced_labels(n, classes)
     # Position along the arm, 0 (centre) to 1 (outer end), spread evenly within each class.
@@ -114,7 +117,7 @@ def spiral(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0
     for c in range(classes):
         members = (y == c).nonzero().squeeze(1)
         t[members] = torch.linspace(0.0, 1.0, len(members), dtype=torch.float64)
-    angle = y.double() * (2 * math.pi / classes) + 4.0 * t + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+    angle = y.double() * (2 * math.pi / classes) + winding * t + noise * torch.randn(n, generator=gen, dtype=torch.float64)
     X = t[:, None] * torch.stack([torch.sin(angle), torch.cos(angle)], dim=1)
     return _finish(X, y, gen)
 

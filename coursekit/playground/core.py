@@ -44,7 +44,7 @@ CLASSIFICATION_SETS = {
     "circle": (toydata.circles, {"factor": 0.45}, 5.0, "noise", (0.02, 0.2)),
     "xor": (toydata.xor, {}, 3.0, "noise", (0.15, 0.55)),
     "gaussians": (toydata.gaussians, {"classes": 2}, 2.0, "spread", (0.35, 1.0)),
-    "spiral": (toydata.spiral, {"classes": 2}, 5.5, "noise", (0.0, 0.6)),
+    "spiral": (toydata.spiral, {"classes": 2, "winding": 2 * math.pi}, 5.5, "noise", (0.0, 0.6)),
 }
 REGRESSION_SETS = {
     "plane": (toydata.plane, {}, 5.5, "noise", (0.0, 0.3)),

@@ -12,7 +12,7 @@ const LUT = (() => {  // 0 -> orange (negative / class 0), 128 -> near white, 25
   }
   return lut;
 })();
-const NODE = 30, GAP = 8, TOP = 56, LEFT = 70, COL = 92;
+const NODE = 30, GAP = 8, TOP = 24, LEFT = 70, COL = 92;
 
 function bytes(view) {
   if (!view) return new Uint8Array(0);
@@ -254,6 +254,8 @@ function render({ model, el: root }) {
     root.dataset.frames = String(frames);
     root.dataset.epoch = String(f.epoch);
     root.dataset.testLoss = String(f.test_loss);
+    root.dataset.features = f.features.join(",");
+    root.dataset.hidden = f.hidden.join(",");
     const now = performance.now();
     if (now - fpsT0 > 1000) {
       fpsLine.textContent = model.get("playing") ? `${(fpsN * 1000 / (now - fpsT0)).toFixed(0)} frames/s` : "";

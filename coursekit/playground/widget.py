@@ -195,8 +195,10 @@ class Playground(widgets.VBox):
 
     def __repr__(self) -> str:  # stable text (nbval compares a widget cell's text/plain)
         s = self.settings
-        return (f"Playground(dataset={s.dataset!r}, features={list(s.features)}, hidden={list(s.hidden)}, "
-                f"activation={s.activation!r}, learning_rate={s.learning_rate}, seed={s.seed})")
+        network = (f"hidden={list(s.hidden)}, activation={s.activation!r}" if self.model_fn is None
+                   else f"model_fn={getattr(self.model_fn, '__qualname__', type(self.model_fn).__name__)}")
+        return (f"Playground(dataset={s.dataset!r}, features={list(s.features)}, {network}, "
+                f"learning_rate={s.learning_rate}, seed={s.seed})")
 
     def figure(self, **kwargs):
         """A static matplotlib figure of the current state (see ``coursekit.playground.plot_run``)."""
@@ -273,10 +275,10 @@ class Playground(widgets.VBox):
         self.step_button = widgets.Button(description="step", icon="step-forward", tooltip="train one epoch",
                                           layout=widgets.Layout(width="80px"))
         self.reset_button = widgets.Button(description="reset", icon="undo", tooltip="start again from epoch 0",
-                                           layout=widgets.Layout(width="80px"))
+                                           layout=widgets.Layout(width="90px"))
         self.regenerate_button = widgets.Button(description="regenerate", tooltip="new points (next seed)",
-                                                layout=widgets.Layout(width="100px"))
-        self.epoch_label = widgets.HTML(f"epoch {self.run.epoch}")
+                                                layout=widgets.Layout(width="110px"))
+        self.epoch_label = widgets.HTML(f"epoch {self.run.epoch}", layout=widgets.Layout(width="90px"))
         style = {"description_width": "initial"}
         self.noise = widgets.IntSlider(value=s.noise, min=0, max=50, step=5, description="noise %", style=style)
         self.train_percent = widgets.IntSlider(value=s.train_percent, min=10, max=90, step=10,
