@@ -35,6 +35,17 @@ def test_plane_is_linear_without_noise():
     assert torch.allclose(y, (X[:, 0] + X[:, 1]) / 2)
 
 
+def test_spiral_winding_is_optional_and_checked():
+    X, y = toydata.spiral(n=60, classes=2, seed=1)
+    X4, y4 = toydata.spiral(n=60, classes=2, seed=1, winding=4.0)
+    assert torch.equal(X, X4) and torch.equal(y, y4)  # the default is the old spiral
+    X_long, _ = toydata.spiral(n=60, classes=2, seed=1, winding=10.0)
+    assert not torch.allclose(X, X_long)
+    assert torch.allclose(X.norm(dim=1), X_long.norm(dim=1), atol=1e-6)  # same radii, longer arms
+    with pytest.raises(ValueError, match="winding"):
+        toydata.spiral(winding=-1.0)
+
+
 def test_toydata_classification_sets_unchanged():
     """Backwards compatible: DATASETS still lists only the four classification sets."""
     assert list(toydata.DATASETS) == ["xor", "circles", "spiral", "gaussians"]
