@@ -602,6 +602,33 @@ class NotebookDriver:
                           changed_parts=changed_parts,
                           detail="" if changed else f"output before: {str(before)[:300]!r}; after: {str(after)[:300]!r}")
 
+    # -- slideshow (RISE) ------------------------------------------------------------------------------
+
+    def open_slideshow(self, timeout_ms: int = 90_000):
+        """View > Render as Reveal Slideshow (jupyterlab-rise) on the current notebook; return the slides' frame."""
+        self._menu("View", "Render as Reveal Slideshow")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while time.monotonic() < deadline:
+            frames = [f for f in self.page.frames if "/rise/" in f.url]
+            if frames:
+                frames[0].wait_for_selector(".reveal .slides > section.present", timeout=timeout_ms)
+                return frames[0]
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"no RISE slideshow frame after {timeout_ms / 1000:.0f} s; frames: "
+                             f"{[f.url for f in self.page.frames]}")
+
+    @staticmethod
+    def present_slide(frame) -> dict:
+        """The slide on screen (the innermost present section: a sub-slide inside a vertical stack), its Reveal
+        indices (the URL hash), its text, and how many top-level slides exist."""
+        return frame.evaluate("""() => {
+            const all = document.querySelectorAll('.reveal .slides section.present');
+            const present = all.length ? all[all.length - 1] : null;
+            return {hash: window.location.hash,
+                    text: present ? present.innerText.trim() : null,
+                    count: document.querySelectorAll('.reveal .slides > section').length};
+        }""")
+
     # -- pictures --------------------------------------------------------------------------------------
 
     def screenshot_whole_notebook(self, path: Path, max_height: int = 16_000) -> None:

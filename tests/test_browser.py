@@ -414,6 +414,40 @@ def check_self_check(driver, reports, solutions: dict[str, str], summary: dict) 
     return problems
 
 
+SLIDESHOW_LECTURE = "notebooks/01_hidden_layers.ipynb"
+
+
+def slide_headings(path: Path, types=("slide", "subslide")) -> list[str]:
+    """The first line (heading marks stripped) of every cell that starts a slide of one of ``types``, in order."""
+    notebook = nbformat.read(path, as_version=4)
+    return [cell.source.strip().splitlines()[0].lstrip("#").strip() for cell in notebook.cells
+            if cell.metadata.get("slideshow", {}).get("slide_type") in types]
+
+
+@pytest.mark.timeout(300)
+def test_lecture_renders_as_slideshow(driver, served_root):
+    """A lecturer's path: open a lecture, View > Render as Reveal Slideshow (RISE, served locally, no internet),
+    then step through every slide and sub-slide with the arrow key: each shows the heading of the next slide cell."""
+    headings = slide_headings(served_root / SLIDESHOW_LECTURE)
+    top_level = slide_headings(served_root / SLIDESHOW_LECTURE, types=("slide",))
+    assert len(top_level) >= 3, f"{SLIDESHOW_LECTURE} has too few slides for a slideshow: {top_level}"
+    driver.open_lab()
+    driver.open_from_file_browser(SLIDESHOW_LECTURE)
+    frame = driver.open_slideshow()
+    seen = [driver.present_slide(frame)]
+    assert seen[0]["count"] == len(top_level), (seen[0], top_level)
+    frame.locator(".reveal").click()  # keyboard focus in the slides
+    for _ in headings[1:]:
+        driver.page.keyboard.press("ArrowRight")
+        frame.wait_for_function("(before) => window.location.hash !== before", arg=seen[-1]["hash"], timeout=10_000)
+        seen.append(driver.present_slide(frame))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.page.screenshot(path=str(SCREENSHOTS / "slideshow__01_hidden_layers.png"))
+    shown = [slide["text"].splitlines()[0].strip() if slide["text"] else None for slide in seen]
+    assert shown == headings, f"slides shown {shown}, expected the slide headings {headings}"
+    assert len({slide["hash"] for slide in seen}) == len(headings), [slide["hash"] for slide in seen]
+
+
 def test_course_notebooks_present():
     """The browser test covers every lecture notebook in notebooks/ (whatever their number) and the student lab."""
     on_disk = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "notebooks").rglob("*.ipynb")
