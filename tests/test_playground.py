@@ -203,10 +203,40 @@ def test_model_fn_trains_a_students_mlp_scratch():
     (lambda i, o: "not a model", "must return a torch.nn.Module"),
     (lambda i, o: nn.Linear(i, 5), r"\[n, 2\] outputs"),
     (lambda i, o: nn.Sequential(), "no parameters"),
+    (lambda i, o: nn.Linear(i, o).double(), "failed on a float32 batch of shape \\[3, 2\\].*RuntimeError"),
 ])
 def test_model_fn_errors_are_clear(model_fn, match):
     with pytest.raises((TypeError, ValueError), match=match):
         PlaygroundRun(Settings(), model_fn=model_fn)
+
+
+class FailsLater(nn.Module):
+    """A student's model whose forward breaks after a few calls."""
+
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.linear, self.calls = nn.Linear(num_inputs, num_outputs), 0
+
+    def forward(self, X):
+        self.calls += 1
+        if self.calls > 30:
+            raise RuntimeError("student bug")
+        return self.linear(X)
+
+
+def test_a_model_that_fails_mid_run_stops_play_with_its_error():
+    pg = Playground(model_fn=FailsLater)
+    try:
+        pg.play()
+        deadline = time.monotonic() + 10
+        while pg.playing and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pg.playing and "training stopped: RuntimeError: student bug" in pg.message.value
+        assert pg._thread.is_alive()  # the thread survives, ready for the next play
+        pg.step_button.click()  # the same failure from a button: a message, not an exception
+        assert "RuntimeError: student bug" in pg.message.value
+    finally:
+        pg.close()
 
 
 def test_divergence_is_reported_not_raised():

@@ -231,6 +231,8 @@ class PlaygroundRun:
                 self.model = model_fn(len(s.features), self.data.num_outputs)
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model_fn must return a torch.nn.Module, got {type(self.model).__name__}")
+        # The playground's networks are tiny: the CPU beats a GPU's per-call overhead, and the data lives there.
+        self.model.to("cpu")
         if not any(True for _ in self.model.parameters()):
             raise ValueError("the model has no parameters to train")
         self._check_output_shape()
@@ -246,8 +248,12 @@ class PlaygroundRun:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def _check_output_shape(self) -> None:
-        with torch.no_grad():
-            out = self.model(self.features_train[:3])
+        try:
+            with torch.no_grad():
+                out = self.model(self.features_train[:3])
+        except Exception as error:  # a student's forward: say what it was given
+            raise ValueError(f"the model failed on a float32 batch of shape [3, {len(self.settings.features)}] "
+                             f"(on the CPU): {type(error).__name__}: {error}") from error
         expected = [min(3, len(self.features_train)), self.data.num_outputs]
         if not isinstance(out, torch.Tensor) or list(out.shape) != expected:
             shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -10,7 +10,7 @@ responsive while it plays, and pause stops it between two epochs (a few millisec
 """
 from __future__ import annotations
 
-import math
+import html
 import threading
 import time
 from pathlib import Path
@@ -215,10 +215,16 @@ class Playground(widgets.VBox):
                 continue
             started = time.perf_counter()
             with self._lock:
-                while self._playing.is_set() and not self.run.diverged:
-                    self.run.train_epoch()
-                    if time.perf_counter() - started >= FRAME_SECONDS:
-                        break
+                try:
+                    while self._playing.is_set() and not self.run.diverged:
+                        self.run.train_epoch()
+                        if time.perf_counter() - started >= FRAME_SECONDS:
+                            break
+                except Exception as error:  # e.g. a model_fn's forward failing mid-run: stop and say why
+                    self._playing.clear()
+                    self._show_playing()
+                    self.message.value = html.escape(f"training stopped: {type(error).__name__}: {error}")
+                    continue
                 if self.run.diverged:
                     self._playing.clear()
                     self._show_playing()
@@ -336,8 +342,9 @@ class Playground(widgets.VBox):
         try:
             action(*args, **kwargs)
             self.message.value = ""
-        except (ValueError, TypeError) as error:
-            self.message.value = f"<span style='color:#b00'>{error}</span>"
+        except Exception as error:  # bad settings, or a model_fn's own failure: shown, nothing lost
+            text = str(error) if isinstance(error, (ValueError, TypeError)) else f"{type(error).__name__}: {error}"
+            self.message.value = f"<span style='color:#b00'>{html.escape(text)}</span>"
             self._sync_controls()
 
     def _on_control(self, name):
