@@ -10,6 +10,7 @@ Each question is graded on its own: while q2 is tested, the notebook's sigmoid a
 reference ones, so a wrong tanh costs q1's 7 points only.
 """
 import json
+import os
 import re
 from pathlib import Path
 
@@ -161,11 +162,21 @@ def build(name: str):
     return nb
 
 
+def _with_big_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """24 MiB of embedded image in a cell's output and 8 MiB of widget state in the metadata."""
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo" + "A" * (24 << 20)})]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"w": "B" * (8 << 20)}}}
+    return nb
+
+
 def write_submission(folder: Path, student: str, kind: str, tag: str | None = None) -> None:
     """Hand in ``student``'s submission of ``kind`` in ``folder`` as a class would: one ``.ipynb`` file, or for
     ``renamed`` a folder of their own holding the notebook under another name. ``tag`` is written into the
     notebook's metadata, so that otherwise identical submissions are different files."""
-    if kind == "corrupt_json":
+    if kind in HOSTILE_FOLDER:
+        write_hostile(folder, student, kind)
+    elif kind == "corrupt_json":
         text = nbformat.writes(solved())
         (folder / f"{student}.ipynb").write_text(text[: len(text) // 2])
     elif kind == "renamed":
@@ -177,6 +188,46 @@ def write_submission(folder: Path, student: str, kind: str, tag: str | None = No
             nb.metadata["student"] = tag
         nbformat.write(nb, folder / f"{student}.ipynb")
 
+
+def write_hostile(folder: Path, student: str, kind: str) -> None:
+    """The hand-ins that attack the submissions folder itself rather than the grader."""
+    if kind == "symlink_solution":
+        (folder / f"{student}.ipynb").symlink_to(SOLUTION_NB)
+    elif kind == "symlink_shadow":
+        (folder / f"{student}.ipynb").symlink_to("/etc/shadow")
+    elif kind == "symlink_other_student":          # another student's (solved) folder
+        other = folder / f"{student}-victim"
+        other.mkdir()
+        nbformat.write(solved(), other / "mlp_lab.ipynb")
+        (folder / student).symlink_to(other)
+    elif kind == "symlink_inside_folder":          # a folder whose notebook is a link to the solution
+        (folder / student).mkdir()
+        (folder / student / "mlp_lab.ipynb").symlink_to(SOLUTION_NB)
+    elif kind == "untitled_and_checkpoint":        # solved lab + scratch notebook + checkpoint of the template
+        (folder / student / ".ipynb_checkpoints").mkdir(parents=True)
+        nbformat.write(solved(), folder / student / "zz_my_lab.ipynb")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1\nprint(x)")]),
+                       folder / student / "Untitled.ipynb")
+        nbformat.write(nbformat.read(STUDENT_NB, as_version=4),
+                       folder / student / ".ipynb_checkpoints" / "zz_my_lab-checkpoint.ipynb")
+    elif kind == "big_outputs":
+        nbformat.write(_with_big_outputs(solved()), folder / f"{student}.ipynb")
+    else:
+        raise KeyError(kind)
+
+
+# The lab's points per question, from its spec: a hostile case below wins or loses whole questions.
+QUESTION_POINTS = tuple(q["max_points"] for q in json.loads((REPO / "lab" / "autograder" / "spec.json")
+                                                                  .read_text())["questions"])
+ALL_POINTS, NO_POINTS = QUESTION_POINTS, (0,) * len(QUESTION_POINTS)
+HOSTILE_FOLDER = {
+    "symlink_solution": (NO_POINTS, "symlink"),
+    "symlink_shadow": (NO_POINTS, "symlink"),
+    "symlink_other_student": (NO_POINTS, "symlink"),
+    "symlink_inside_folder": (NO_POINTS, "symlink"),
+    "untitled_and_checkpoint": (ALL_POINTS, "ok"),
+    "big_outputs": (ALL_POINTS, "ok"),
+}
 
 # name -> (points per question q1..q5, status). Exact.
 EXPECTED = {
@@ -213,8 +264,9 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("class")
     subs = root / "subs"
     subs.mkdir()
-    for name in EXPECTED:
+    for name in {**EXPECTED, **HOSTILE_FOLDER}:
         write_submission(subs, name, name)
+    os.mkfifo(subs / "fifo.ipynb")                # never opened: it would block the batch
     out = root / "out"
     summary = grade_folder(subs, out, spec=load_spec(REPO / "lab" / "autograder"), limits=LIMITS, workers=2,
                            progress=False, log=lambda *a: None)
@@ -222,12 +274,12 @@ def graded(tmp_path_factory):
     return summary, records, out
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", list({**EXPECTED, **HOSTILE_FOLDER}))
 def test_bad_submission_gets_its_exact_score(graded, name):
     _, records, out = graded
     grade = records[name]
     points = tuple(q["points"] for q in grade["questions"])
-    expected_points, expected_status = EXPECTED[name]
+    expected_points, expected_status = {**EXPECTED, **HOSTILE_FOLDER}[name]
     assert (points, grade["status"]) == (expected_points, expected_status), grade["feedback"]
     assert grade["total"] == sum(expected_points)
     validate_results(json.loads((out / "gradescope" / name / "results.json").read_text()))
@@ -235,8 +287,10 @@ def test_bad_submission_gets_its_exact_score(graded, name):
 
 def test_the_whole_class_was_graded_in_one_batch(graded):
     summary, records, out = graded
-    assert summary.graded == len(EXPECTED) and summary.failed == 0
-    assert sorted(records) == sorted(EXPECTED)
+    assert summary.graded == len(EXPECTED) + len(HOSTILE_FOLDER) + 1 and summary.failed == 0
+    assert sorted(records) == sorted([*EXPECTED, *HOSTILE_FOLDER, "symlink_other_student-victim"])
+    assert "fifo.ipynb: a named pipe (FIFO), not a file: skipped" in summary.left_out
+    assert records["symlink_other_student-victim"]["total"] == sum(ALL_POINTS)   # graded as its own owner's
 
 
 def test_feedback_says_why(graded):
@@ -254,6 +308,9 @@ def test_feedback_says_why(graded):
     assert "the memory limit is 3072 MiB" in fb["memory"]
     assert "not valid notebook JSON" in fb["corrupt_json"]
     assert "another name" in fb["renamed"]
+    assert "graded zz_my_lab.ipynb" in (out / "feedback" / "untitled_and_checkpoint.txt").read_text()
+    for name in ("symlink_solution", "symlink_shadow", "symlink_other_student"):
+        assert "is a symbolic link" in (out / "feedback" / f"{name}.txt").read_text()
 
 
 def test_nan_and_inf_are_named_in_the_feedback(graded):
@@ -271,4 +328,11 @@ def test_no_secret_reached_the_student(graded):
     for path in out.rglob("*"):
         if path.is_file():
             assert marker not in path.read_text(errors="replace")
+    # no host path of the grader's in what the students read (the notebooks' own text aside)
+    for name in records:
+        for path in (out / "feedback" / f"{name}.txt", out / "gradescope" / name / "results.json"):
+            text = path.read_text()
+            assert str(out) not in text and str(out.parent / "subs") not in text, name
+            if name != "test_files":          # that notebook prints the repository's paths itself
+                assert str(REPO) not in text, name
     assert "harvest" in (REPO / "coursekit" / "grading" / "harvest_driver.py").read_text()
