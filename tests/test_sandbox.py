@@ -16,7 +16,7 @@ import pytest
 
 import coursekit
 from coursekit.grading import sandbox
-from coursekit.grading.runner import execute_submission, notebook_code_cells, strip_magics
+from coursekit.grading.runner import execute_submission, notebook_code_cells
 from coursekit.grading.sandbox import Limits
 from grading_helpers import GOOD_CELLS, TINY_HARVEST, make_notebook, require_bwrap, run_many, tiny_inputs
 
@@ -71,7 +71,7 @@ def results(tmp_path_factory):
     listener.listen(1)
     port = listener.getsockname()[1]
     nbs = {
-        "good": ["import numpy as np\n%matplotlib inline\n!pip install nothing", ADD, MUL],
+        "good": ["import numpy as np\n%matplotlib inline\n!echo shell-escape-ran", ADD, MUL],
         "secrets": _secret_cells(secret, port),
         "os_exit": ["import numpy as np", ADD, "import os\nos._exit(0)", MUL],
         "errors": ["import numpy as np", "1/0", "import sys\nsys.exit(3)", "name = input('your name? ')",
@@ -93,7 +93,8 @@ def results(tmp_path_factory):
                        "import time\nfor i in range(100):\n    open(f'f{i}.bin', 'wb').write(b'0' * (7 * 2**20))\n"
                        "    time.sleep(0.05)", MUL],
         "shm": ["import numpy as np", ADD,
-                "for i in range(3):\n    open(f'/dev/shm/x{i}', 'wb').write(b'0' * (7 * 2**20))", MUL],
+                f"for i in range({LIMITS.shm_mb // 7 + 2}):\n    open(f'/dev/shm/x{{i}}', 'wb').write(b'0' * (7 * 2**20))",
+                MUL],
         "symlink": ["import numpy as np, os, json",
                     f"os.symlink({str(secret)!r}, 'outputs.json')\nos.symlink('/etc/passwd', 'outputs.npz')\n"
                     "json.dump = lambda *a, **k: None\nnp.savez = lambda *a, **k: None", ADD, MUL],
@@ -140,7 +141,7 @@ def test_good_notebook_runs_unprivileged_and_sends_back_arrays(results):
     np.testing.assert_allclose(r.outputs["add"], _sum(results["_inputs"]))
     np.testing.assert_allclose(r.outputs["mul"], _prod(results["_inputs"]))
     assert r.meta["uid"] >= sandbox.SANDBOX_UID_BASE
-    assert any("%matplotlib" in n for n in r.notes) and any("!pip" in n for n in r.notes)
+    assert "shell-escape-ran" in r.log        # IPython syntax runs as in JupyterLab
 
 
 @slow
@@ -251,24 +252,26 @@ def test_shared_memory_is_small(results):
 
 
 @slow
-def test_planted_links_are_not_followed(results):
+def test_planted_links_and_patched_savez_change_nothing(results):
     r = results["symlink"]
-    assert r.outputs == {} and "SECRET" not in str(r.meta)
+    assert "SECRET" not in str(r.meta) and r.status == "ok"
+    # the harvest saves with references taken before any cell ran: the patched np.savez/json.dump are not used
+    np.testing.assert_allclose(r.outputs["add"], _sum(results["_inputs"]))
+    np.testing.assert_allclose(r.outputs["mul"], _prod(results["_inputs"]))
 
 
 @slow
-def test_pickles_from_the_student_are_never_loaded(results):
+def test_pickles_from_the_student_are_never_made_or_loaded(results):
     r = results["pickle"]
-    assert "add" not in r.outputs
+    np.testing.assert_allclose(r.outputs["add"], _sum(results["_inputs"]))
     assert not (results["_dir"] / "pwned-by-pickle").exists()
-    assert any("not numeric" in e or "could not be read" in e for e in r.cell_errors)
 
 
 @slow
 def test_no_sandbox_process_outlives_its_run(results):
     table = sandbox._proc_table()
-    left = [pid for pid, (uid, _, _) in table.items()
-            if sandbox.SANDBOX_UID_BASE <= uid < sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_SLOTS]
+    left = [pid for pid, row in table.items()
+            if sandbox.SANDBOX_UID_BASE <= row[0] < sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_SLOTS]
     assert left == []
 
 
@@ -285,14 +288,6 @@ def test_json_that_is_not_a_notebook(tmp_path):
     p.write_text("[1, 2, 3]")
     with pytest.raises(ValueError, match="not a notebook"):
         notebook_code_cells(p)
-
-
-def test_magics_are_left_out_keeping_line_numbers():
-    src, notes = strip_magics("x = 1\n  %timeit f()\n!ls\ny = 2", 4)
-    assert src.split("\n") == ["x = 1", "  pass", "pass", "y = 2"]
-    assert len(notes) == 2 and notes[0].startswith("cell 4, line 2")
-    src, notes = strip_magics("%%bash\necho hi", 1)
-    assert src == "" and "not run" in notes[0]
 
 
 def test_limits_reject_nonsense():

@@ -1,39 +1,59 @@
 """The program that runs *inside* the sandbox: a warm server that forks one process per submission.
 
 ``python -I -B -u child.py --serve`` (started by ``coursekit.grading.sandbox.Zygote``) imports torch,
-coursekit, d2l and matplotlib and loads Fashion-MNIST once, then reads one job per line on stdin. For each
-job it forks a process that drops to the job's own unprivileged uid (with the job's limits), sends its
-output to ``output.txt`` and its events to ``events.jsonl`` in the job's folder, and runs the notebook's
-code cells one by one, then the harvest code. The server reports ``{"started": job, "pid": ...}`` and
-``{"exit": job, "status": ...}`` on stdout. Forking a warm process instead of starting Python, torch and
-d2l for each submission is what makes a class fast to grade.
+coursekit, d2l, matplotlib and IPython and loads Fashion-MNIST once, then reads one ``ServerCommand`` per line
+on stdin (see ``coursekit.grading.protocol``). For each job it forks; the fork
 
-Nothing a job says is trusted for points (the grader recomputes everything from the data that the
-harvest code writes); its events only tell the grader which cell runs, for time limits and feedback.
+1. reads the job (``job.json``, ``inputs.npz``) while it is still root, and unlinks both: no copy of the
+   student's code or of the hidden inputs stays on disk, and the cells cannot read them;
+2. opens its output, events and results files and the control FIFO (all root-owned: the job cannot replace
+   them, only write through the descriptors it holds);
+3. enters a PID namespace and a mount namespace of its own (``unshare``): the job is process 1 there, so when
+   it dies the kernel kills every process it started, whatever their state; it gets its own ``/proc``, its own
+   ``/dev/shm`` and ``/tmp`` (tmpfs, gone with the namespace), and the other jobs' folders are hidden;
+4. drops to the job's unprivileged uid with the job's resource limits;
+5. runs the code cells through IPython's own input transformation (as JupyterLab does: ``%time f()`` runs
+   ``f()``, ``!ls`` runs ``ls``), each with its own time limit and the submission's deadline;
+6. after the last cell, waits for the grader's nonce on the control FIFO, runs the harvest with references
+   to numpy, json and io taken before any cell ran, and writes the results frame carrying that nonce.
 
-Each cell: compiled on its own (a syntax error fails that cell only), run with a soft time limit (SIGALRM
-raises ``CellTimeout``; the grader kills the process if the cell swallows it), every exception caught,
-``sys.exit()`` included, so the next cells still run. ``input()`` reads from /dev/null and gets EOF.
+Forking a warm process instead of starting Python, torch and d2l for each submission is what makes a class
+fast to grade. Nothing a job says is trusted for points: the grader recomputes everything from the arrays.
 """
 import builtins
+import io
 import json
 import os
+import select
 import signal
 import sys
 import time
 import traceback
 import types
 
+# coursekit from where the grader has it (an editable install may point elsewhere): the folder above the
+# package, in which the sandbox shows nothing but the package itself
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from coursekit.grading import protocol  # noqa: E402
+from coursekit.grading.protocol import Event, JobSpec, ServerCommand, ServerReply  # noqa: E402
+
 MAIN_PID = os.getpid()
 T_START = time.monotonic()
 _EVENT_FD = [None]
 _MAX_TEXT = 1500
 
+# The harvest's references, taken at import (before any job, so before any student code ran): a notebook
+# that replaces os.write or json.dumps changes nothing the harvest itself uses here.
+_OS_WRITE, _OS_PWRITE, _OS_FTRUNCATE, _OS_READ = os.write, os.pwrite, os.ftruncate, os.read
+_JSON_DUMPS = json.dumps
+_BYTES_IO = io.BytesIO
+_REFS = None        # numpy's and torch's, set by _preload() in the server
 
-def emit(**event):
-    line = json.dumps(event)[:8000] + "\n"
+
+def emit(kind, **fields):
     try:
-        os.write(_EVENT_FD[0], line.encode())
+        _OS_WRITE(_EVENT_FD[0], Event(kind, **fields).to_line())
     except (OSError, TypeError):
         pass
 
@@ -46,14 +66,14 @@ def _on_cell_alarm(signum, frame):
     raise CellTimeout()
 
 
+_HARVEST_CALL_S = 10.0
+
+
 def _on_harvest_alarm(signum, frame):
     # An Exception (not BaseException): the harvest's per-call try/except moves on to the next call,
     # and the next call gets its own time.
     signal.setitimer(signal.ITIMER_REAL, _HARVEST_CALL_S)
     raise TimeoutError(f"the call ran past its time limit ({_HARVEST_CALL_S:g} s)")
-
-
-_HARVEST_CALL_S = 10.0
 
 
 def _short_traceback(exc: BaseException) -> str:
@@ -66,27 +86,6 @@ def _short_traceback(exc: BaseException) -> str:
     where = [f"  at {f.filename[1:-1]}, line {f.lineno}, in {f.name}" + (f": {f.line.strip()}" if f.line else "")
              for f in frames[-3:]]
     return "\n".join([head[:_MAX_TEXT]] + where)
-
-
-def _display(*objs, **kwargs):
-    for obj in objs:
-        print(repr(obj))
-
-
-class _FakeIPython:
-    """Enough of ``get_ipython()`` for notebooks that call it; magics do nothing outside Jupyter."""
-
-    def run_line_magic(self, *args, **kwargs):
-        return None
-
-    def run_cell_magic(self, *args, **kwargs):
-        return None
-
-    def system(self, *args, **kwargs):
-        return None
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 def _output_size() -> int:
@@ -106,9 +105,12 @@ def _silence_output():
 
 
 def _kill_strays():
-    """Kill processes a cell left behind (a fork bomb's children); only with a uid of our own."""
+    """Kill processes a cell left behind (a fork bomb's children): every process this uid may signal. Only
+    ever called under a job's own uid (as root, kill(-1) would kill the whole machine)."""
+    if os.getuid() == 0 or os.geteuid() == 0:
+        return
     try:
-        os.kill(-1, signal.SIGKILL)     # every process this uid may signal, except this one
+        os.kill(-1, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -134,39 +136,86 @@ def _wrap_with_timeout(fn, seconds):
     return wrapper
 
 
-def main(job_path):
+def _make_shell():
+    """An IPython shell (no history, no colours, no GUI): the namespace the cells run in, and the input
+    transformation and magics JupyterLab's kernel applies."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class GradingShell(InteractiveShell):
+        def enable_gui(self, gui=None):       # no event loop to hook: figures are drawn off-screen
+            return None
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    config.InteractiveShell.colors = "NoColor"
+    config.InteractiveShell.autocall = 0
+    return GradingShell.instance(config=config)
+
+
+def _wait_for_nonce(ctl_fd, timeout: float) -> bytes | None:
+    """The grader's nonce (hex line) from the control FIFO, or None if none came."""
+    want = protocol.NONCE_BYTES * 2 + 1
+    buf, deadline = b"", time.monotonic() + timeout
+    while len(buf) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([ctl_fd], [], [], left)
+        if not ready:
+            return None
+        data = _OS_READ(ctl_fd, want - len(buf))
+        if not data:
+            time.sleep(0.01)        # no writer yet
+            continue
+        buf += data
+    try:
+        return bytes.fromhex(buf.decode().strip())
+    except ValueError:
+        return None
+
+
+def run_job(spec: JobSpec, inputs_bytes: bytes, results_fd: int, ctl_fd: int, kill_strays: bool):
+    """Run the cells, then the harvest; never returns."""
     global _HARVEST_CALL_S
-    with open(job_path) as fh:
-        job = json.load(fh)
     sys.path.insert(0, os.getcwd())
     # past RLIMIT_FSIZE a write fails with an OSError in the cell instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     sys.argv = ["notebook"]
-    ns = {"__name__": "__main__", "__builtins__": builtins, "display": _display,
-          "get_ipython": lambda: _FakeIPython()}
-    emit(event="ready", seconds=round(time.monotonic() - T_START, 3))
-    skip = {int(k): v for k, v in job.get("skip", {}).items()}
-    cell_timeout = float(job["cell_timeout"])
-    for cell in job["cells"]:
-        i = cell["index"]
-        if i in skip:
-            emit(event="skip", cell=i, reason=skip[i])
+    shell = _make_shell()
+    from IPython.display import display
+    ns = shell.user_ns
+    ns.update({"__name__": "__main__", "__builtins__": builtins, "display": display})
+    emit(protocol.READY, seconds=round(time.monotonic() - T_START, 3))
+    for i, source in enumerate(spec.cells):
+        if i in spec.skip:
+            emit(protocol.SKIP, cell=i, error=spec.skip[i])
             continue
-        emit(event="start", cell=i)
+        left = spec.cells_deadline - (time.monotonic() - T_START)
+        if left <= 0.05:
+            emit(protocol.SKIP, cell=i, error="not run: the submission's time ran out before this cell")
+            continue
+        emit(protocol.START, cell=i)
         t0 = time.monotonic()
         out_before = _output_size()
         status, error = "ok", None
+        alarm = min(spec.cell_timeout, left)
         try:
-            code = compile(cell["source"], f"<cell {i + 1}>", "exec")
+            code = compile(shell.transform_cell(source), f"<cell {i + 1}>", "exec")
         except (SyntaxError, ValueError) as exc:
+            status, error = "error", _short_traceback(exc)
+        except Exception as exc:        # noqa: BLE001 (IPython could not transform the cell)
             status, error = "error", _short_traceback(exc)
         else:
             signal.signal(signal.SIGALRM, _on_cell_alarm)
-            signal.setitimer(signal.ITIMER_REAL, cell_timeout)
+            signal.setitimer(signal.ITIMER_REAL, alarm)
             try:
                 exec(code, ns)
             except CellTimeout:
-                status, error = "timeout", f"stopped after {cell_timeout:g} s (time limit of a cell)"
+                if alarm < spec.cell_timeout:
+                    status, error = "timeout", "stopped: the submission's time ran out during this cell"
+                else:
+                    status, error = "timeout", f"stopped after {spec.cell_timeout:g} s (time limit of a cell)"
             except EOFError as exc:
                 first, _, rest = _short_traceback(exc).partition("\n")
                 status, error = "error", f"{first} (input() gets no answer when grading)\n{rest}".rstrip()
@@ -178,45 +227,58 @@ def main(job_path):
                 signal.setitimer(signal.ITIMER_REAL, 0)
         if os.getpid() != MAIN_PID:        # a forked copy of this process: it must not go on
             os._exit(1)
-        out_limit = job.get("output_limit_bytes")
-        if out_limit and out_before < out_limit <= _output_size():
+        if out_before < spec.output_limit_bytes <= _output_size():
             if status != "timeout":
-                status, error = "output-limit", (f"printed more than {out_limit / 2**20:g} MiB of output; "
-                                                 "what came after was cut off")
+                status, error = "output-limit", (f"printed more than {spec.output_limit_bytes / 2**20:g} MiB of "
+                                                 "output; what came after was cut off")
             _silence_output()       # the next cells' prints must not fail on a full output file
         if error and ("Cannot allocate memory" in error or error.startswith("MemoryError")):
             status = "memory"
             first, _, rest = error.partition("\n")
-            error = f"{first} (the memory limit is {job.get('memory_mb', '?')} MiB)\n{rest}".rstrip()
-        if job.get("kill_strays"):
+            error = f"{first} (the memory limit is {spec.memory_mb} MiB)\n{rest}".rstrip()
+        if kill_strays:
             _kill_strays()
-        emit(event="end", cell=i, status=status, error=error, seconds=round(time.monotonic() - t0, 3))
+        emit(protocol.END, cell=i, status=status, error=error, seconds=round(time.monotonic() - t0, 3))
         sys.stdout.flush()
         sys.stderr.flush()
 
-    emit(event="harvest-start", seconds=round(time.monotonic() - T_START, 3), out=_output_size())
-    _HARVEST_CALL_S = float(job.get("harvest_call_timeout", 10.0))
+    emit(protocol.CELLS_DONE, seconds=round(time.monotonic() - T_START, 3))
+    nonce = _wait_for_nonce(ctl_fd, 60.0)
+    if nonce is None:
+        os._exit(3)
+    emit(protocol.HARVEST_START, seconds=round(time.monotonic() - T_START, 3), out=_output_size())
+    _HARVEST_CALL_S = float(spec.harvest_call_timeout)
     for name, value in list(ns.items()):
         code = getattr(value, "__code__", None)
         if isinstance(value, types.FunctionType) and code is not None and code.co_filename.startswith("<cell"):
             ns[name] = _wrap_with_timeout(value, _HARVEST_CALL_S)
-    for name in ("outputs.npz", "outputs.json"):    # whatever the notebook planted there goes
-        try:
-            os.unlink(name)
-        except OSError:
-            pass
+    refs = _REFS
+    with refs.np_load(_BYTES_IO(inputs_bytes), allow_pickle=False) as f:
+        ns["_ck_inputs"] = {k: refs.np_array(f[k], copy=True) for k in f.files}
+    ns["_ck_refs"] = refs
+    ns.pop("_ck_outcome", None)
     signal.signal(signal.SIGALRM, _on_harvest_alarm)
     signal.setitimer(signal.ITIMER_REAL, _HARVEST_CALL_S)
-    status, error = "ok", None
+    status, error, arrays, meta = "ok", None, {}, {}
     try:
-        exec(compile(job["harvest"], "<harvest>", "exec"), ns)
+        exec(compile(spec.harvest, "<harvest>", "exec"), ns)
+        arrays, meta = ns["_ck_outcome"]
     except BaseException as exc:      # noqa: BLE001
         status, error = "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TEXT:]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if os.getpid() != MAIN_PID:
         os._exit(1)
-    emit(event="harvest-end", status=status, error=error, seconds=round(time.monotonic() - T_START, 3))
+    try:
+        buf = _BYTES_IO()
+        refs.np_savez(buf, **{str(k): v for k, v in dict(arrays).items()})
+        frame = protocol.encode_results(nonce, buf.getvalue(), _JSON_DUMPS(dict(meta), sort_keys=True).encode())
+    except BaseException as exc:      # noqa: BLE001
+        status, error = "error", f"the harvest's values could not be saved: {exc!r}"[:_MAX_TEXT]
+        frame = protocol.encode_results(nonce, b"", b"{}")
+    _OS_FTRUNCATE(results_fd, 0)
+    _OS_PWRITE(results_fd, frame, 0)
+    emit(protocol.HARVEST_END, status=status, error=error, seconds=round(time.monotonic() - T_START, 3))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)      # skip interpreter teardown: atexit hooks and __del__ of student objects
@@ -224,21 +286,32 @@ def main(job_path):
 
 # ----------------------------------------------------------------------------------------- the server
 
-# zipfile and cp437: the harvest's np.savez needs them, and (mode "uid") a job may be unable to read the stdlib
-PRELOAD = ["numpy", "torch", "matplotlib.pyplot", "d2l.torch", "coursekit", "zipfile", "encodings.cp437"]
+# zipfile and cp437: the harvest's np.savez needs them; IPython: the cells run through it; the rest: what
+# DataLoader workers import lazily (a job's uid may be unable to read the standard library)
+PRELOAD = ["numpy", "torch", "torch.utils.data", "matplotlib.pyplot", "d2l.torch", "coursekit", "zipfile",
+           "encodings.cp437", "IPython", "IPython.core.interactiveshell", "IPython.display", "traitlets.config",
+           "matplotlib_inline.backend_inline", "multiprocessing", "multiprocessing.resource_sharer",
+           "multiprocessing.popen_fork", "multiprocessing.queues", "multiprocessing.synchronize", "ctypes",
+           "torchvision.datasets", "tempfile"]
 
 
 def _preload():
-    """Import what every lab notebook imports, and load the data set, once for all jobs."""
+    """Import what every lab notebook imports, load the data set, take the harvest's references, once."""
+    global _REFS
     import importlib
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception as exc:       # noqa: BLE001 (a missing optional package: the job imports it or fails)
             print(f"preload of {name} failed: {exc}", file=sys.stderr)
+    import numpy
+    _REFS = types.SimpleNamespace(np_array=numpy.array, np_asarray=numpy.asarray, np_ndarray=numpy.ndarray,
+                                  np_isfinite=numpy.isfinite, np_isnan=numpy.isnan, np_load=numpy.load,
+                                  np_savez=numpy.savez, json_dumps=json.dumps)
     try:
         import torch
         torch.set_num_threads(1)
+        _REFS.torch_from_numpy = torch.from_numpy
     except Exception:      # noqa: BLE001
         pass
     try:
@@ -260,8 +333,67 @@ def _reseed():
         pass
 
 
-def _run_job(cmd):
-    """In the forked process: become the job (its uid, limits, folder, output), run it, never return."""
+# ------------------------------------------------------------------------- namespaces (Linux, needs root)
+
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret, what):
+    if ret != 0:
+        import ctypes
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src, target, fstype, flags, data=None):
+    libc = _libc()
+    _check(libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                      data.encode() if data else None), f"mount {target}")
+
+
+def _enter_namespaces():
+    """A PID and a mount namespace of its own; returns in the child, which is process 1 there. The parent
+    waits for it and exits with its status: when process 1 dies, the kernel kills all the others."""
+    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)      # nothing mounted here shows outside
+    pid = os.fork()
+    if pid:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+
+
+def _private_mounts(cmd: ServerCommand):
+    """This job's own /proc, /dev/shm and /tmp; a tmpfs over the folder it must not see (the other jobs'),
+    its own folders bound back into it, and what it must read under /tmp (Python, the venv, coursekit, when
+    they live there) bound back read-only."""
+    keep = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY), False) for path in cmd.keep]
+    keep += [(path, os.open(path, os.O_PATH | os.O_DIRECTORY), True) for path in cmd.keep_ro]
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cmd.shm_mb}m,mode=1777")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cmd.tmp_mb}m,mode=1777")
+    if cmd.hide:
+        os.makedirs(cmd.hide, mode=0o711, exist_ok=True)
+        _mount("tmpfs", cmd.hide, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0711")
+    for path, fd, read_only in keep:
+        os.makedirs(path, mode=0o755 if read_only else 0o711, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        if read_only:
+            _mount("none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(fd)
+
+
+def _job_process(cmd: ServerCommand, isolate: bool):
+    """In the forked process: become the job (namespaces, uid, limits, folder, output), run it, never return."""
     global MAIN_PID, T_START
     try:
         import resource
@@ -271,17 +403,28 @@ def _run_job(cmd):
                 fh.write("1000")
         except OSError:
             pass
-        lim = cmd["rlimits"]
-        for name, value in lim.items():
+        folder = cmd.folder
+        # read as root (the files are root's, 0600), then gone: the cells can read neither
+        with open(f"{folder}/{protocol.JOB_FILE}") as fh:
+            spec = JobSpec.from_json(fh.read())
+        with open(f"{folder}/{protocol.INPUTS_FILE}", "rb") as fh:
+            inputs_bytes = fh.read()
+        for name in (protocol.JOB_FILE, protocol.INPUTS_FILE):
+            os.unlink(f"{folder}/{name}")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+        out = os.open(f"{folder}/{protocol.OUTPUT_FILE}", flags)
+        ev = os.open(f"{folder}/{protocol.EVENTS_FILE}", flags)
+        results = os.open(f"{folder}/{protocol.RESULTS_FILE}", os.O_WRONLY | os.O_NOFOLLOW)
+        ctl = os.open(f"{folder}/{protocol.CONTROL_FIFO}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        if isolate:
+            _enter_namespaces()
+            _private_mounts(cmd)
+        for name, value in cmd.rlimits.items():
             resource.setrlimit(getattr(resource, name), (value, value))
-        uid = cmd.get("uid")
-        if uid is not None:
+        if cmd.uid is not None:
             os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)      # drops every capability: from here on the process is an ordinary user
-        # opened as the job's uid, which owns them (the server has no right to its folder)
-        out = os.open(cmd["output"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
-        ev = os.open(cmd["events"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            os.setgid(cmd.uid)
+            os.setuid(cmd.uid)      # drops every capability: from here on the process is an ordinary user
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
@@ -289,12 +432,14 @@ def _run_job(cmd):
         for fd in (null, out):
             os.close(fd)
         _EVENT_FD[0] = ev
-        os.chdir(cmd["dir"])
+        os.chdir(f"{folder}/{protocol.WORK_DIR}")
         os.environ.clear()
-        os.environ.update(cmd["env"])
+        os.environ.update(cmd.env)
+        import tempfile
+        tempfile.tempdir = None         # the server's cached choice; this job's is its own /tmp ($TMPDIR)
         MAIN_PID, T_START = os.getpid(), time.monotonic()
         _reseed()
-        main(cmd["job"])
+        run_job(spec, inputs_bytes, results, ctl, kill_strays=cmd.uid is not None)
     except BaseException as exc:        # noqa: BLE001
         try:
             os.write(2, f"grading process failed to start: {exc!r}\n".encode())
@@ -303,20 +448,37 @@ def _run_job(cmd):
     os._exit(0)
 
 
+def _namespaces_work() -> str:
+    """'' if a forked child can enter its own PID and mount namespaces here, else why not."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _enter_namespaces()
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            os._exit(0)
+        except BaseException as exc:        # noqa: BLE001
+            os.write(2, f"{exc}\n".encode())
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return "" if os.waitstatus_to_exitcode(status) == 0 else "unshare(CLONE_NEWPID|CLONE_NEWNS) failed"
+
+
 def serve():
-    import select
-    # coursekit from where the grader has it (an editable install may point elsewhere): the folder above
-    # the package, in which the sandbox shows nothing but the package itself
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    isolate = os.geteuid() == 0 and os.environ.get("COURSEKIT_SANDBOX_ISOLATE") == "1"
     _preload()
     out = os.dup(1)
     os.dup2(2, 1)       # stray prints from the server go to its stderr, not into the job protocol
 
-    def report(**msg):
-        os.write(out, (json.dumps(msg) + "\n").encode())
+    def report(reply: ServerReply):
+        os.write(out, reply.to_line())
 
+    if isolate:
+        why = _namespaces_work()
+        if why:
+            report(ServerReply("failed", job_id=why))
+            return
     jobs = {}
-    report(ready=True, seconds=round(time.monotonic() - T_START, 3))
+    report(ServerReply("ready", seconds=round(time.monotonic() - T_START, 3)))
     buf = b""
     while True:
         while jobs:
@@ -328,8 +490,7 @@ def serve():
                 break
             job = jobs.pop(pid, None)
             if job is not None:
-                code = os.waitstatus_to_exitcode(status)
-                report(exit=job, code=code)
+                report(ServerReply("exit", job_id=job, code=os.waitstatus_to_exitcode(status)))
         ready, _, _ = select.select([0], [], [], 0.05)
         if not ready:
             continue
@@ -341,13 +502,13 @@ def serve():
         for line in lines:
             if not line.strip():
                 continue
-            cmd = json.loads(line)
+            cmd = ServerCommand.from_line(line)
             pid = os.fork()
             if pid == 0:
                 os.close(out)
-                _run_job(cmd)
-            jobs[pid] = cmd["id"]
-            report(started=cmd["id"], pid=pid)
+                _job_process(cmd, isolate)
+            jobs[pid] = cmd.job_id
+            report(ServerReply("started", job_id=cmd.job_id, pid=pid))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Grade one submitted lab notebook: per-question points with feedback, and a total.
+"""Grade one submitted lab notebook: per-question points with feedback, flags, and a total.
 
-Three steps, and only the second runs the student's code (in the sandbox, see ``coursekit.grading.runner``)::
+This module owns grading one submission. Four steps, and only the second runs the student's code (in the
+sandbox, see ``coursekit.grading.runner``; its limits and protocol are ``coursekit.grading.protocol``)::
 
     spec = load_spec("lab/autograder")                                   # 1. grader: hidden tests, inputs
     result = execute_submission(path, spec.harvest_code, inputs, limits)  # 2. student's process: data back
     questions = spec.score(inputs, result)                                # 3. grader: verdicts from data
+    flags = scan_cells(result.sources)                                    # 4. grader: lines to look at
 
 ``grade_notebook`` ties them together::
 
@@ -17,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coursekit.grading.flags import scan_cells
 from coursekit.grading.labspec import LabSpec, QuestionResult, load_spec
+from coursekit.grading.protocol import Limits
+from coursekit.grading.runner import execute_submission
 
 __all__ = ["SubmissionGrade", "grade_notebook", "feedback_text"]
 
@@ -33,6 +38,9 @@ class SubmissionGrade:
     feedback_text: str
     cell_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # for the instructor, not the student: lines that reach for grader internals or interpreter machinery,
+    # each {"line": int | None, "code": str, "reason": str} (see coursekit.grading.flags)
+    flags: list[dict] = field(default_factory=list)
 
     def points(self) -> dict[str, float]:
         """``{question: points}``."""
@@ -41,7 +49,7 @@ class SubmissionGrade:
     def as_dict(self) -> dict:
         return {"student": self.student, "total": self.total, "max_total": self.max_total, "status": self.status,
                 "questions": [q.as_dict() for q in self.questions], "cell_errors": list(self.cell_errors),
-                "notes": list(self.notes), "feedback": self.feedback_text}
+                "notes": list(self.notes), "feedback": self.feedback_text, "flags": [dict(f) for f in self.flags]}
 
 
 def _points(value: float) -> str:
@@ -72,26 +80,22 @@ def feedback_text(student: str, questions: list[QuestionResult], status: str, ce
     return "\n".join(lines) + "\n"
 
 
-def grade_notebook(path, spec: LabSpec | None = None, limits=None, seed: int = 0, student: str | None = None) \
-        -> SubmissionGrade:
+def grade_notebook(path, spec: LabSpec | None = None, limits: Limits | None = None, seed: int = 0,
+                   student: str | None = None) -> SubmissionGrade:
     """Run the notebook at ``path`` in the sandbox and grade it with the hidden tests of ``spec``.
 
-    ``spec`` defaults to the repository's ``lab/autograder``; ``limits`` (a ``runner.Limits``) to the runner's
-    defaults; ``seed`` picks the hidden tests' random inputs; ``student`` defaults to the file's name.
+    ``spec`` defaults to the repository's ``lab/autograder``; ``limits`` to ``protocol.Limits()``; ``seed``
+    picks the hidden tests' random inputs; ``student`` defaults to the file's name.
     """
-    from coursekit.grading.runner import execute_submission
-
     path = Path(path)
     spec = spec or load_spec()
     inputs = spec.make_inputs(seed)
     result = execute_submission(path, spec.harvest_code, inputs, limits=limits)
     questions = spec.score(inputs, result)
     student = student or path.stem
-    status = getattr(result, "status", "ok")
-    cell_errors = list(getattr(result, "cell_errors", []) or [])
-    notes = list(getattr(result, "notes", []) or [])
     return SubmissionGrade(
         student=student, questions=questions,
         total=sum(q.points for q in questions), max_total=sum(q.max_points for q in questions),
-        status=status, feedback_text=feedback_text(student, questions, status, cell_errors, notes),
-        cell_errors=cell_errors, notes=notes)
+        status=result.status,
+        feedback_text=feedback_text(student, questions, result.status, result.cell_errors, result.notes),
+        cell_errors=list(result.cell_errors), notes=list(result.notes), flags=scan_cells(result.sources))

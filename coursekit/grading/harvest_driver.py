@@ -8,8 +8,9 @@ with ``_ck_``, and it trusts nothing the student left behind:
 * values are sent back only if their type is exactly ``torch.Tensor`` / ``nn.Parameter`` (no
   subclasses, so no ``__eq__`` tricks) of a real numeric dtype; they are converted with torch's own
   unbound methods and checked to be plain ``numpy.ndarray`` copies of the right shape;
-* ``outputs.npz`` holds plain numeric arrays only (read back with ``allow_pickle=False``);
-* ``outputs.json`` describes every key: the error text if the call raised (``error``), the type name,
+* the arrays sent back are plain numeric ones only (read back with ``allow_pickle=False``), converted and
+  saved with numpy's functions as they were before any cell ran (``_ck_refs``);
+* the description (JSON) covers every key: the error text if the call raised (``error``), the type name,
   dtype, shape, device, finiteness, and why a tensor was not sent back (``problem``);
 * each student call is wrapped in its own try/except, so one crash loses one key, not the harvest.
 
@@ -32,10 +33,19 @@ class _CkRecorder:
     """Collects arrays and their descriptions; ``call``/``call_on_inputs``/``record``/``note`` are what
     harvesters use."""
 
-    def __init__(self, namespace):
+    def __init__(self, namespace, refs=None):
+        import types
+
         import numpy
         import torch
-        self.np, self.torch = numpy, torch
+        self.torch = torch
+        # numpy's functions and json.dumps as the job took them before any cell ran (``_ck_refs``): a notebook
+        # that patched numpy.array or json.dumps changes nothing here. Without them (in-process tests): numpy's.
+        self.np = numpy if refs is None else types.SimpleNamespace(
+            array=refs.np_array, ndarray=refs.np_ndarray, isfinite=refs.np_isfinite, isnan=refs.np_isnan)
+        self.from_numpy = torch.from_numpy if refs is None else refs.torch_from_numpy
+        import json
+        self.json_dumps = json.dumps if refs is None else refs.json_dumps
         # torch's C base class cannot be monkeypatched from Python (immutable type): its methods and
         # descriptors read a tensor's real data whatever the notebook did to torch.Tensor.
         self.base = torch._C.TensorBase
@@ -47,9 +57,8 @@ class _CkRecorder:
 
     def note(self, key, value):
         """Store a JSON-able value (numbers, strings, lists, dicts) under ``key`` in outputs.json."""
-        import json
         try:
-            json.dumps(value)
+            self.json_dumps(value)
         except Exception as exc:
             value = {"error": "not JSON-able: " + _ck_error_text(exc)}
         self.meta[key] = value
@@ -137,7 +146,7 @@ class _CkRecorder:
             trace = _ck_torch_calls()
             for key in sorted(inputs):
                 if key.startswith(prefix):
-                    x = self.torch.from_numpy(inputs[key].copy())
+                    x = self.from_numpy(inputs[key].copy())
                     self.call(f"{question}.{name}.{key[len(question) + 1:]}", name, x, watch=trace)
             self.note(f"{question}.{name}.torch_calls", sorted(trace.names))
 
@@ -184,14 +193,20 @@ class _CkSwap:
         return False
 
 
-def _ck_harvest_main(harvesters, namespace, inputs_path="inputs.npz", outputs_npz="outputs.npz",
-                     outputs_json="outputs.json"):
-    """Load the inputs, run each ``(question, harvester)``, write ``outputs.npz`` and ``outputs.json``."""
-    import json
+def _ck_harvest_main(harvesters, namespace):
+    """Run each ``(question, harvester)`` on the inputs; return ``(arrays, meta)`` for the job to send back.
+
+    In the sandbox the job provides ``_ck_inputs`` (the hidden tests' inputs, which no cell could read) and
+    ``_ck_refs`` and sends the result in the frame only the grader's nonce opens (see
+    ``coursekit.grading.protocol``). Run in process without them (the lab's own tests), it reads
+    ``inputs.npz`` and writes ``outputs.npz`` and ``outputs.json`` in the working folder instead."""
     import numpy as np
-    with np.load(inputs_path, allow_pickle=False) as f:
-        inputs = {k: np.array(f[k], copy=True) for k in f.files}
-    recorder = _CkRecorder(namespace)
+    inputs = namespace.get("_ck_inputs")
+    in_process = inputs is None
+    if in_process:
+        with np.load("inputs.npz", allow_pickle=False) as f:
+            inputs = {k: np.array(f[k], copy=True) for k in f.files}
+    recorder = _CkRecorder(namespace, namespace.get("_ck_refs"))
     for question, harvester in harvesters:
         try:
             harvester(recorder, inputs)
@@ -199,7 +214,9 @@ def _ck_harvest_main(harvesters, namespace, inputs_path="inputs.npz", outputs_np
             if isinstance(exc, KeyboardInterrupt):
                 raise
             recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc)}
-    np.savez(outputs_npz, **recorder.arrays)
-    with open(outputs_json, "w", encoding="utf-8") as f:
-        json.dump(recorder.meta, f, sort_keys=True)
-    return recorder
+    if in_process:
+        import json
+        np.savez("outputs.npz", **recorder.arrays)
+        with open("outputs.json", "w", encoding="utf-8") as f:
+            json.dump(recorder.meta, f, sort_keys=True)
+    return recorder.arrays, recorder.meta

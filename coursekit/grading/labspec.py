@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_AUTOGRADER_DIR = REPO / "lab" / "autograder"
-DRIVER = Path(__file__).resolve().parent / "harvest_driver.py"
-BANNED_CALLS = Path(__file__).resolve().parent / "banned_calls.py"
+from coursekit.grading.paths import AUTOGRADER as DEFAULT_AUTOGRADER_DIR
+from coursekit.grading.paths import BANNED_CALLS
+from coursekit.grading.paths import HARVEST_DRIVER as DRIVER
+
 QUESTION_NAME = re.compile(r"^q(\d+)$")
 
 
@@ -98,7 +98,7 @@ class LabSpec:
             + DRIVER.read_text(encoding="utf-8") + "\n\n"
             + f"_CK_BANNED_CALLS_SOURCE = {BANNED_CALLS.read_text(encoding='utf-8')!r}\n\n\n"
             + harvest_functions_source(source) + "\n\n\n"
-            + f"_ck_harvest_main([{calls}], globals())\n")
+            + f"_ck_outcome = _ck_harvest_main([{calls}], globals())\n")
 
     @property
     def questions(self) -> list[tuple[str, int]]:

@@ -4,17 +4,19 @@
 ``coursekit.grading.grade``): the only step that runs student code. It
 
 1. reads the notebook in the grader (corrupt JSON, a missing ``cells`` list: status ``invalid-notebook``);
-2. makes a fresh folder that holds only the submission, ``inputs.npz`` and the job description;
-3. has the warm grading server (``coursekit.grading.sandbox.Zygote``, shared by every submission this
-   process grades) fork a process for it, under a uid of its own, in the sandbox: every code cell in order,
-   each with its own time limit, going on past a cell that fails; then ``harvest_code``, which writes
-   ``outputs.npz`` and ``outputs.json``;
-4. if a cell ends the process (``os._exit``, a time limit, memory, output), starts a fresh process that
-   skips that cell, so what worked before and after still counts (at most ``limits.max_restarts`` times);
-5. reads ``outputs.npz`` with ``allow_pickle=False`` and ``outputs.json`` size-capped, never following a
-   link the student may have planted, and deletes the folder.
-
-IPython magics (``%matplotlib``, ``!pip``) do not run: their lines are left out and the feedback says so.
+2. makes a fresh job folder (``sandbox.Zygote.new_job``) and puts the job in it for the job process alone
+   (``protocol.JobSpec``, the inputs; root-only files the job reads and deletes before any cell runs);
+3. has the warm grading server (shared by every submission this process grades) fork a process for it, under
+   a uid of its own, in namespaces of its own: every code cell in order (through IPython's input
+   transformation), each with its own time limit and the submission's deadline, going on past a cell that
+   fails;
+4. once the job reports that its cells are done, writes a fresh random nonce to the job's control FIFO: the
+   harvest runs and writes its results in a frame carrying that nonce. Results without it (planted by a cell
+   before the harvest started) are never read;
+5. if a cell ends the process (``os._exit``, a time limit, memory, output), starts a fresh process that
+   skips that cell, so what worked before and after still counts (at most ``limits.max_restarts`` times); when
+   the submission's time has run out, one more process runs only the cells that had finished and harvests;
+6. kills every process of the job and checks that none is left (``sandbox.UidSlot``) before returning.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import atexit
 import io
 import json
 import os
+import secrets
 import shutil
 import stat
 import threading
@@ -32,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coursekit.grading import sandbox
-from coursekit.grading.sandbox import Limits
+from coursekit.grading import protocol, sandbox
+from coursekit.grading.protocol import Event, JobSpec, Limits
 
 __all__ = ["ExecutionResult", "Limits", "execute_submission", "notebook_code_cells"]
 
@@ -48,19 +51,20 @@ STATUS_ORDER = ["ok", "timeout", "memory", "output-limit", "disk-limit", "killed
 class ExecutionResult:
     """What came back from the student's process (data only) and how the run went."""
     outputs: dict = field(default_factory=dict)        # name -> np.ndarray (numeric)
-    meta: dict = field(default_factory=dict)           # outputs.json, size-capped
+    meta: dict = field(default_factory=dict)           # the harvest's JSON, size-capped
     cell_errors: list = field(default_factory=list)    # "cell 3: ZeroDivisionError: ..." one per failed cell
     status: str = "ok"                                 # see STATUS_ORDER
     log: str = ""                                      # the notebook's output, capped
-    notes: list = field(default_factory=list)          # things the student should know (magics left out, ...)
+    notes: list = field(default_factory=list)          # things the student should know
     cells_run: int = 0                                 # code cells that finished (with or without an error)
     cells_total: int = 0
     cell_seconds: dict = field(default_factory=dict)    # cell index -> seconds it ran (last attempt)
-    events: list = field(default_factory=list)         # the child's events (untrusted; for timing/debugging)
-    harvested: bool = False                            # the harvest code ran to its end
+    events: list = field(default_factory=list)         # the job's events (untrusted; for timing/debugging)
+    harvested: bool = False                            # a results frame with the grader's nonce came back
     attempts: int = 0
     wall_s: float = 0.0
     isolation: str = ""
+    sources: list = field(default_factory=list)        # the code cells as read (for the static flags)
 
 
 class NotebookError(ValueError):
@@ -68,7 +72,7 @@ class NotebookError(ValueError):
 
 
 def notebook_code_cells(path) -> tuple[list[str], list[str]]:
-    """The code cells' sources (magics left out) and notes about what was left out."""
+    """The code cells' sources, as written (IPython's transformation runs in the job), and notes."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -100,36 +104,8 @@ def notebook_code_cells(path) -> tuple[list[str], list[str]]:
             src = "".join(s for s in src if isinstance(s, str))
         if not isinstance(src, str):
             src = ""
-        src, cell_notes = strip_magics(src, len(sources) + 1)
         sources.append(src)
-        notes.extend(cell_notes)
     return sources, notes
-
-
-def strip_magics(src: str, number: int) -> tuple[str, list[str]]:
-    """Leave out IPython-only lines (``%magic``, ``!shell``, ``%%cell magic``); keep line numbers."""
-    lines = src.split("\n")
-    notes = []
-    first = lines[0].lstrip() if lines else ""
-    if first.startswith("%%"):
-        magic = first[2:].split()[0] if first[2:].split() else ""
-        if magic in ("time", "timeit", "capture", "prun"):
-            lines[0] = ""
-            notes.append(f"cell {number}: %%{magic} left out, the cell itself ran")
-        else:
-            notes.append(f"cell {number}: %%{magic} cell magic is not run when grading")
-            return "", notes
-    out = []
-    for k, line in enumerate(lines):
-        stripped = line.lstrip()
-        if stripped.startswith(("%", "!")) and not stripped.startswith("!="):
-            indent = line[: len(line) - len(stripped)]
-            out.append(indent + "pass")
-            word = stripped.split()[0] if stripped.split() else stripped
-            notes.append(f"cell {number}, line {k + 1}: {word} is IPython-only and was left out")
-        else:
-            out.append(line)
-    return "\n".join(out), notes
 
 
 def _read_regular(path: Path, max_bytes: int) -> bytes | None:
@@ -148,13 +124,13 @@ def _read_regular(path: Path, max_bytes: int) -> bytes | None:
         os.close(fd)
 
 
-def _load_outputs(workdir: Path) -> tuple[dict, dict, list[str]]:
+def _load_outputs(npz_bytes: bytes, meta_bytes: bytes) -> tuple[dict, dict, list[str]]:
+    """The harvest's arrays (plain numeric only, never a pickle) and its JSON (capped)."""
     problems = []
     outputs, meta = {}, {}
-    raw = _read_regular(workdir / "outputs.npz", MAX_OUTPUTS_MB << 20)
-    if raw is not None:
+    if npz_bytes:
         try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
                 for name in npz.files[:1000]:
                     arr = npz[name]
                     if arr.dtype.kind in "biufc":
@@ -162,78 +138,84 @@ def _load_outputs(workdir: Path) -> tuple[dict, dict, list[str]]:
                     else:
                         problems.append(f"output {name!r} is not numeric ({arr.dtype}); left out")
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            problems.append(f"outputs.npz could not be read as plain arrays: {exc}"[:300])
+            problems.append(f"the harvested arrays could not be read as plain arrays: {exc}"[:300])
             outputs = {}
-    raw = _read_regular(workdir / "outputs.json", MAX_META_BYTES)
-    if raw is not None:
+    if len(meta_bytes) > MAX_META_BYTES:
+        problems.append("the harvest's description was too large; left out")
+    elif meta_bytes:
         try:
-            meta = json.loads(raw.decode("utf-8"))
+            meta = json.loads(meta_bytes.decode("utf-8"))
             if not isinstance(meta, dict):
                 meta = {}
         except (ValueError, UnicodeDecodeError):
-            problems.append("outputs.json could not be read")
+            problems.append("the harvest's description could not be read")
     return outputs, meta, problems
 
 
 class _Tracker:
-    """Follows the child's events: which cell runs, since when; kills a cell that swallowed its timeout."""
+    """Follows the job's events (untrusted hints) and the grader's own phases: which cell runs, since when;
+    kills a cell that swallowed its timeout, a harvest that runs too long, a job past its deadline."""
 
-    def __init__(self, limits: Limits, harvest_timeout: float):
+    def __init__(self, limits: Limits, spec: JobSpec):
         self.limits = limits
-        self.harvest_timeout = harvest_timeout
+        self.cells_deadline = spec.cells_deadline
+        self.expected = set(range(len(spec.cells))) - set(spec.skip)   # cells that must end before the harvest
         self.seen = 0
-        self.current = None          # index of the cell running, "harvest", or None
+        self.current = None          # index of the cell running, "harvest" (grader's word), or None
         self.since = 0.0
         self.ended = {}              # cell -> (status, error)
-        self.harvest_end = None
         self.seconds = {}
         self.raw = []
-        self.out_at_harvest = 0
-        self.ready = False          # the job's process started and read its job
-        # after the soft limit (SIGALRM in the cell) a little time to unwind before the process is killed
-        self.grace = min(5.0, max(1.0, limits.cell_timeout / 2))
+        self.ready = False           # the job's process started and read its job
+        self.cells_done = False      # the job says its cells are done: time to send the nonce
+        self.harvest_since = None    # when the grader sent the nonce
+        self.harvest_end = None      # (status, error) the job reported after the nonce was sent
 
-    def __call__(self, events, elapsed):
-        for line in events[self.seen:]:
+    def __call__(self, lines, elapsed):
+        for line in lines[self.seen:]:
             self.seen += 1
-            try:
-                ev = json.loads(line)
-                kind = ev.get("event")
-            except (ValueError, AttributeError):
+            ev = Event.parse(line)
+            if ev is None:
                 continue
             if len(self.raw) < 500:
-                self.raw.append(ev)
-            if kind == "ready":
+                self.raw.append({k: v for k, v in ev.__dict__.items() if v not in (None, "")})
+            if ev.kind == protocol.READY:
                 self.ready = True
-            if kind == "start" and isinstance(ev.get("cell"), int):
-                self.current, self.since = ev["cell"], elapsed
-            elif kind == "end" and isinstance(ev.get("cell"), int):
-                err = ev.get("error")
-                self.ended[ev["cell"]] = (str(ev.get("status")), str(err)[:MAX_ERROR_CHARS] if err else None)
-                self.seconds[ev["cell"]] = ev.get("seconds")
+            elif ev.kind == protocol.START and ev.cell is not None and self.harvest_since is None:
+                self.current, self.since = ev.cell, elapsed
+            elif ev.kind == protocol.END and ev.cell is not None and self.harvest_since is None:
+                self.ended[ev.cell] = (ev.status, (ev.error or "")[:MAX_ERROR_CHARS] or None)
+                self.seconds[ev.cell] = ev.seconds
                 self.current = None
-            elif kind == "harvest-start":
-                self.current, self.since = "harvest", elapsed
-                out = ev.get("out")
-                self.out_at_harvest = out if isinstance(out, int) else 0
-            elif kind == "harvest-end":
-                self.harvest_end = (str(ev.get("status")), str(ev.get("error") or "")[:MAX_ERROR_CHARS])
-                self.current = None
-        if self.current == "harvest" and elapsed - self.since > self.harvest_timeout:
+            elif ev.kind == protocol.SKIP and ev.cell is not None and ev.error and "time ran out" in ev.error:
+                self.ended.setdefault(ev.cell, ("skipped", ev.error))
+            elif ev.kind == protocol.CELLS_DONE and self.current is None and self.expected <= set(self.ended):
+                self.cells_done = True      # (a "cells-done" in the middle of a cell, as a cell would fake it, is not)
+            elif ev.kind == protocol.HARVEST_END and self.harvest_since is not None:
+                self.harvest_end = (ev.status, (ev.error or "")[:MAX_ERROR_CHARS])
+        limits = self.limits
+        if self.harvest_since is not None:
+            return "timeout" if elapsed - self.harvest_since > limits.harvest_timeout else None
+        if isinstance(self.current, int) and elapsed - self.since > limits.cell_timeout + limits.cell_grace:
             return "timeout"
-        if isinstance(self.current, int) and elapsed - self.since > self.limits.cell_timeout + self.grace:
+        if elapsed > self.cells_deadline + limits.cell_grace + 10:     # 10: the job's start
             return "timeout"
         return None
+
+    def harvest_started(self, elapsed):
+        self.current, self.since, self.harvest_since = "harvest", elapsed, elapsed
 
 
 def _reason_text(killed_for, returncode, limits: Limits) -> tuple[str, str]:
     """(status, words for the student) for a process that ended in the middle of something."""
     if killed_for == "timeout":
-        return "timeout", f"stopped: it ran past the time limit ({limits.cell_timeout:g} s for a cell)"
+        return "timeout", (f"stopped: it ran past the time limit ({limits.cell_timeout:g} s for a cell, "
+                           f"{limits.submission_timeout:g} s for all the cells)")
     if killed_for == "memory":
         return "memory", f"stopped: it used more than {limits.memory_mb} MiB of memory"
     if killed_for == "disk":
-        return "disk-limit", f"stopped: it wrote more than {limits.max_disk_mb} MiB (or 20000 files) to its folder"
+        return "disk-limit", (f"stopped: it wrote more than {limits.max_disk_mb} MiB (or {limits.max_files} files) "
+                              "to its folder")
     if killed_for == "output":
         return "output-limit", f"stopped: it printed more than {limits.max_output_total_mb} MiB of output"
     if returncode is not None and returncode < 0:
@@ -286,18 +268,21 @@ def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: L
         result.wall_s = time.monotonic() - started
         return result
     result.notes = notes
+    result.sources = sources
     result.cells_total = len(sources)
-    with sandbox.UidSlot() as slot:
-        _run_attempts(notebook_path, sources, harvest_code, inputs, limits, slot.uid, result, started)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in inputs.items()})
+    with sandbox.UidSlot() as slot:     # on leaving: every process of the job killed and gone, or an error
+        _run_attempts(sources, harvest_code, buf.getvalue(), limits, slot.uid, result)
     result.wall_s = time.monotonic() - started
     return result
 
 
-def _make_file(path: Path, uid, data: bytes = b"", mode=0o600):
-    path.write_bytes(data)
-    if uid is not None:
-        os.chown(path, uid, uid)
-    path.chmod(mode)
+def _make_root_file(path: Path, data: bytes = b""):
+    """A protocol file: the grader's (the server, root in the sandbox, opens it for the job), 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def _read_head_tail(fd, keep: int) -> str:
@@ -310,7 +295,7 @@ def _read_head_tail(fd, keep: int) -> str:
 
 
 class _EventReader:
-    """Reads the job's events file through the grader's own descriptor (a replaced file is not followed)."""
+    """Reads the job's events file through the grader's own descriptor."""
 
     def __init__(self, fd):
         self.fd, self.buf, self.lines, self.read_bytes = fd, b"", [], 0
@@ -327,145 +312,156 @@ class _EventReader:
         return self.lines
 
 
-def _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits, job, remaining, tracker):
-    """One fresh process for the notebook. Returns (killed_for, exit code, output text, job folder)."""
+def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker: _Tracker):
+    """One fresh process for the notebook. Returns (killed_for, exit code, output text, results or None,
+    folder usage problem)."""
     job_id, host, inside = z.new_job(uid)
-    shutil.copyfile(notebook_path, host / "submission.ipynb")
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in inputs.items()})
-    _make_file(host / "inputs.npz", uid, buf.getvalue(), 0o644)
-    _make_file(host / "job.json", uid, json.dumps(job).encode(), 0o644)
-    _make_file(host / "output.txt", uid)
-    _make_file(host / "events.jsonl", uid)
-    if uid is not None:
-        os.chown(host / "submission.ipynb", uid, uid)
-    out_fd = os.open(host / "output.txt", os.O_RDONLY | os.O_NOFOLLOW)
-    ev_fd = os.open(host / "events.jsonl", os.O_RDONLY | os.O_NOFOLLOW)
-    events = _EventReader(ev_fd)
-    cmd = {"id": job_id, "dir": inside, "job": "job.json", "output": f"{inside}/output.txt",
-           "events": f"{inside}/events.jsonl", "uid": uid if z.mode != "none" else None,
-           "rlimits": sandbox.job_rlimits(limits, uid is not None and z.mode != "none"),
-           "env": sandbox.job_env(inside)}
-    job_uid = cmd["uid"]
-    start = time.monotonic()
-    killed_for, pid = None, None
     try:
-        pid = z.start(cmd)
-        last_mem = last_disk = 0.0
-        while True:
-            elapsed = time.monotonic() - start
-            reason = tracker(events.poll(), elapsed)
-            code = z.exit_code(job_id)
-            if code is not None:
-                break
-            if reason is None:
-                if elapsed > remaining:
-                    reason = "timeout"
-                elif not z.alive():
-                    reason = "server"
-                elif elapsed - last_mem >= 0.2:
-                    last_mem = elapsed
-                    if sandbox.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
-                        reason = "memory"
-                    elif elapsed - last_disk >= 0.5:
-                        last_disk = elapsed
-                        used, entries = sandbox.folder_usage(host)
-                        if used > limits.max_disk_mb << 20 or entries > 20000:
-                            reason = "disk"
-            if reason is not None:
-                killed_for = reason
-                sandbox.kill_job(job_uid, pid)
+        _make_root_file(host / protocol.JOB_FILE, spec.to_json().encode())
+        _make_root_file(host / protocol.INPUTS_FILE, inputs_bytes)
+        for name in (protocol.OUTPUT_FILE, protocol.EVENTS_FILE, protocol.RESULTS_FILE):
+            _make_root_file(host / name)
+        os.mkfifo(host / protocol.CONTROL_FIFO, 0o600)
+        out_fd = os.open(host / protocol.OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        ev_fd = os.open(host / protocol.EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        ctl_fd = os.open(host / protocol.CONTROL_FIFO, os.O_RDWR | os.O_NONBLOCK)   # RDWR: never blocks
+        events = _EventReader(ev_fd)
+        nonce = secrets.token_bytes(protocol.NONCE_BYTES)
+        cmd = z.command(job_id, inside, uid, limits)
+        job_uid = cmd.uid
+        start = time.monotonic()
+        killed_for, pid = None, None
+        try:
+            pid = z.start(cmd)
+            last_mem = last_disk = 0.0
+            while True:
+                elapsed = time.monotonic() - start
+                reason = tracker(events.poll(), elapsed)
+                if tracker.cells_done and tracker.harvest_since is None:
+                    os.write(ctl_fd, nonce.hex().encode() + b"\n")
+                    tracker.harvest_started(elapsed)
+                if z.exit_code(job_id) is not None:
+                    break
+                if reason is None:
+                    if not z.alive():
+                        reason = "server"
+                    elif elapsed - last_mem >= 0.2:
+                        last_mem = elapsed
+                        if sandbox.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
+                            reason = "memory"
+                        elif elapsed - last_disk >= 0.5:
+                            last_disk = elapsed
+                            used, entries = sandbox.folder_usage(host / protocol.WORK_DIR)
+                            if used > limits.max_disk_mb << 20 or entries > limits.max_files:
+                                reason = "disk"
+                if reason is not None:
+                    killed_for = reason
+                    sandbox.kill_job(job_uid, pid)
+                    z.wait_exit(job_id, 10)
+                    break
+                time.sleep(0.05)
+        except sandbox.ZygoteError:
+            killed_for = "server"
+        finally:
+            if pid is not None:
+                sandbox.kill_job(job_uid, pid)      # strays: what the job left running
                 z.wait_exit(job_id, 10)
-                break
-            time.sleep(0.05)
-    except sandbox.ZygoteError:
-        killed_for = "server"
+            tracker(events.poll(), time.monotonic() - start)
+            code = z.exit_code(job_id)
+            output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
+            for fd in (out_fd, ev_fd, ctl_fd):
+                os.close(fd)
+            z.forget(job_id)
+        results = None
+        if tracker.harvest_since is not None:
+            frame = _read_regular(host / protocol.RESULTS_FILE, (MAX_OUTPUTS_MB << 20) + MAX_META_BYTES + 4096)
+            results = protocol.decode_results(frame or b"", nonce)
+        return killed_for, code, output, results
     finally:
-        if pid is not None:
-            sandbox.kill_job(job_uid, pid)      # strays: what the job left running
-        tracker(events.poll(), time.monotonic() - start)
-        code = z.exit_code(job_id)
-        output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
-        os.close(out_fd)
-        os.close(ev_fd)
-        z.forget(job_id)
-    return killed_for, code, output, host
+        shutil.rmtree(host, ignore_errors=True)
 
 
-def _run_attempts(notebook_path, sources, harvest_code, inputs, limits, uid, result, started):
+def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, result: ExecutionResult):
     z = warm_server()       # ZygoteError if it cannot start: the grader's failure, not the student's
     skip: dict[int, str] = {}
     finished: dict[int, tuple] = {}
     worst = "ok"
     logs = []
-    harvest_timeout = limits.harvest_timeout
-    # one call of a student's function from the harvest (the lab may train with the student's train_mlp there)
-    call_timeout = min(harvest_timeout / 2, max(limits.cell_timeout, 10.0))
+    used = 0.0              # seconds the cells have had, every attempt together
+    replay = False
     for attempt in range(limits.max_restarts + 1):
         result.attempts = attempt + 1
-        remaining = limits.submission_timeout - (time.monotonic() - started)
+        remaining = limits.submission_timeout - used
         if remaining <= 1:
-            worst = max(worst, "timeout", key=STATUS_ORDER.index)
-            result.cell_errors.append(f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
+            ran = [i for i, (st, _) in finished.items() if st not in ("killed", "skipped")]
+            if replay or not ran:
+                break
+            # the time ran out: run once more only the cells that had finished (their time again), then harvest
+            replay = True
+            for i in range(len(sources)):
+                if i not in ran:
+                    skip.setdefault(i, "not run: the submission's time ran out before this cell")
+            remaining = min(limits.submission_timeout,
+                            1.5 * sum(float(result.cell_seconds.get(i) or 0) for i in ran) + 5)
+        spec = JobSpec(cells=sources, harvest=harvest_code, cell_timeout=limits.cell_timeout,
+                       cells_deadline=remaining, harvest_call_timeout=limits.harvest_call_timeout,
+                       output_limit_bytes=limits.max_output_total_mb << 20, memory_mb=limits.memory_mb,
+                       skip=dict(skip))
+        tracker = _Tracker(limits, spec)
+        t0 = time.monotonic()
+        killed_for, code, output, results = _run_job(z, uid, spec, inputs_bytes, limits, tracker)
+        used += (tracker.harvest_since if tracker.harvest_since is not None else time.monotonic() - t0)
+        logs.append(output)
+        for i, value in tracker.ended.items():
+            if not (value[0] == "skipped" and i in finished):
+                finished[i] = value
+        result.cell_seconds.update({k: v for k, v in tracker.seconds.items() if isinstance(v, (int, float))})
+        result.events.extend(tracker.raw)
+        if results is not None:
+            h_status, h_error = tracker.harvest_end or ("ok", "")
+            if h_status != "ok":
+                last = h_error.strip().splitlines()[-1] if h_error.strip() else "failed"
+                result.cell_errors.append(f"grading code: {last}")
+            result.harvested = True
+            outputs, meta, problems = _load_outputs(*results)
+            result.outputs, result.meta = outputs, meta
+            result.cell_errors.extend(problems)
             break
-        job = {"cells": [{"index": i, "source": s} for i, s in enumerate(sources)],
-               "skip": {str(k): v for k, v in skip.items()}, "harvest": harvest_code,
-               "cell_timeout": limits.cell_timeout, "harvest_call_timeout": call_timeout,
-               "kill_strays": z.mode != "none", "output_limit_bytes": limits.max_output_total_mb << 20,
-               "memory_mb": limits.memory_mb}
-        tracker = _Tracker(limits, harvest_timeout)
-        killed_for, code, output, host = _run_job(z, uid, sources, notebook_path, harvest_code, inputs, limits,
-                                                  job, remaining, tracker)
-        try:
-            logs.append(output)
-            finished.update(tracker.ended)
-            result.cell_seconds.update(tracker.seconds)
-            result.events.extend(tracker.raw)
-            if tracker.harvest_end is not None:
-                h_status, h_error = tracker.harvest_end
-                if h_status != "ok":
-                    last = h_error.strip().splitlines()[-1] if h_error.strip() else "failed"
-                    result.cell_errors.append(f"grading code: {last}")
-                result.harvested = True
-                outputs, meta, problems = _load_outputs(host)
-                result.outputs, result.meta = outputs, meta
-                result.cell_errors.extend(problems)
-                break
-            if killed_for == "server":
-                # the grader's failure, not the student's: no grade (a batch tries it again on its next run)
-                raise sandbox.ZygoteError("the grading server died while running this notebook")
-            status, words = _reason_text(killed_for, code, limits)
-            worst = max(worst, status, key=STATUS_ORDER.index)
-            if isinstance(tracker.current, int):
-                # that cell ended the process: start again without it
-                skip[tracker.current] = words
-                finished[tracker.current] = ("killed", words + "; the notebook was run again without this cell")
-                continue
-            if tracker.current == "harvest":
-                result.cell_errors.append(f"grading the functions: {words}")
-                break
-            if killed_for == "timeout" and tracker.ended:
-                result.cell_errors.append(
-                    f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
-                break
-            if tracker.ready:       # e.g. a thread started by an earlier cell ended the process
-                result.cell_errors.append(f"between two cells, {words}; the cells after it did not run")
-                break
-            worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
-            result.cell_errors.append(f"the notebook's process did not start ({words}): {output[-500:]}")
+        if killed_for == "server":
+            # the grader's failure, not the student's: no grade (a batch tries it again on its next run)
+            raise sandbox.ZygoteError("the grading server died while running this notebook")
+        status, words = _reason_text(killed_for, code, limits)
+        worst = max(worst, status, key=STATUS_ORDER.index)
+        if isinstance(tracker.current, int):
+            # that cell ended the process: start again without it
+            skip[tracker.current] = words
+            finished[tracker.current] = ("killed", words + "; the notebook was run again without this cell")
+            continue
+        if tracker.current == "harvest":
+            result.cell_errors.append(f"grading the functions: {words}")
             break
-        finally:
-            shutil.rmtree(host, ignore_errors=True)
+        if tracker.ready and killed_for == "timeout":
+            continue        # past the deadline between cells: the next attempt replays what finished
+        if tracker.ready:       # e.g. a thread started by an earlier cell ended the process
+            result.cell_errors.append(f"between two cells, {words}; the cells after it did not run")
+            break
+        worst = max(worst, "kernel-died", key=STATUS_ORDER.index)
+        result.cell_errors.append(f"the notebook's process did not start ({words}): {output[-500:]}")
+        break
     else:
         result.cell_errors.append(f"gave up after {limits.max_restarts + 1} fresh starts")
+    if not result.harvested and used >= limits.submission_timeout - 1:
+        result.cell_errors.append(f"the submission ran out of its time ({limits.submission_timeout:g} s in all)")
     cell_msgs = []
     for i in sorted(finished):
         st, err = finished[i]
         if st in ("timeout", "output-limit", "memory"):
             worst = max(worst, st, key=STATUS_ORDER.index)
+        if st == "skipped":
+            worst = max(worst, "timeout", key=STATUS_ORDER.index)
         if st != "ok":
             cell_msgs.append(f"cell {i + 1}: {err}")
     result.cell_errors = cell_msgs + result.cell_errors
-    result.cells_run = sum(1 for st, _ in finished.values() if st != "killed")
+    result.cells_run = sum(1 for st, _ in finished.values() if st not in ("killed", "skipped"))
     result.status = worst
     result.log = "\n".join(logs)[-(limits.max_output_kb * 1024):]

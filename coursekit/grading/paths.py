@@ -1,0 +1,20 @@
+"""Where the grader's files are: computed here once, imported everywhere else.
+
+The repository is the folder that holds the ``coursekit`` package (a checkout, or an editable install of
+one). ``REPO`` is None-safe to compute but only meaningful in a checkout: the student edition has no
+``lab/autograder``, and the functions that need it say so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+GRADING = Path(__file__).resolve().parent               # coursekit/grading
+PACKAGE = GRADING.parent                                 # coursekit
+REPO = PACKAGE.parent                                    # the checkout
+LAB = REPO / "lab"
+AUTOGRADER = LAB / "autograder"                          # spec.json, hidden_tests.py (generated)
+LAB_SOURCE = LAB / "source" / "mlp_lab_solution.ipynb"   # the instructor's single source
+STUDENT_NOTEBOOK = LAB / "mlp_lab.ipynb"                 # what students get (generated)
+HARVEST_DRIVER = GRADING / "harvest_driver.py"           # the harvest's generic part (source text)
+BANNED_CALLS = GRADING / "banned_calls.py"               # the rule for torch's activations (source text)
+CHILD_PROGRAM = GRADING / "child.py"                     # what the sandbox runs

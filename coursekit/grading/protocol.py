@@ -1,0 +1,240 @@
+"""The contract between the grader and the sandbox: the limits of one submission (and every timeout derived
+from them), the job the grader hands to the warm server, the events a job reports, and the results frame
+only the grader's harvest can produce.
+
+Standard library only: ``child.py`` imports it inside the sandbox before any student code runs.
+
+One job's trip (see ``coursekit.grading.runner``)::
+
+    grader                                  warm server (child.py --serve)       job process (a fork of it)
+    writes job.json, inputs.npz        ->   ServerCommand (stdin, one line)  ->  reads them as root, unlinks them,
+                                       <-   ServerReply "started"                 own pid + mount namespace,
+                                                                                  own /dev/shm and /tmp, drops uid
+    reads Events (untrusted)           <-------------------------------------   ready, start/end per cell, cells-done
+    on cells-done: writes a fresh nonce -> control FIFO ----------------------->  harvest (references taken before
+    accepts a ResultsFrame carrying it <-  results file -------------------------  any cell ran), frame, harvest-end
+                                       <-   ServerReply "exit"
+
+Events are only hints for time limits and feedback (a cell can write any of them); results are accepted
+only in a frame that carries the nonce the grader wrote after the last cell.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+# taken at import, before any student code runs in the job: a cell that replaces json.dumps cannot garble events
+_DUMPS = json.dumps
+
+# ------------------------------------------------------------------------------------------------ limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use. Times in seconds, sizes in MiB (KiB for the kept output).
+
+    Every timeout the grader or the job applies is derived here (properties), nowhere else."""
+    cell_timeout: float = 60.0          # one notebook cell
+    submission_timeout: float = 300.0   # all the cells, every attempt together (the harvest has its own)
+    harvest_timeout: float = 60.0       # the calls that collect the values to grade
+    memory_mb: int = 3072               # resident memory of all the job's processes; also RLIMIT_DATA
+    max_processes: int = 64             # processes and threads of the job's uid
+    max_file_mb: int = 64               # largest file it may write
+    max_disk_mb: int = 512              # all the files in its folder together
+    max_output_kb: int = 64             # output kept for the feedback (head and tail)
+    max_output_total_mb: int = 16       # a cell that prints more fails (printing past max_file_mb raises)
+    max_restarts: int = 4               # fresh processes after a cell that killed its process
+
+    def __post_init__(self):
+        for name in ("cell_timeout", "submission_timeout", "harvest_timeout", "memory_mb", "max_processes",
+                     "max_file_mb", "max_disk_mb", "max_output_kb", "max_output_total_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
+        if self.max_restarts < 0:
+            raise ValueError(f"Limits.max_restarts must be >= 0, got {self.max_restarts!r}")
+
+    @property
+    def cell_grace(self) -> float:
+        """After a cell's soft limit (an exception raised in it), time to unwind before the process is killed."""
+        return min(5.0, max(1.0, self.cell_timeout / 2))
+
+    @property
+    def harvest_call_timeout(self) -> float:
+        """One call of a student's function from the harvest (the lab may train with the student's code)."""
+        return min(self.harvest_timeout / 2, max(self.cell_timeout, 10.0))
+
+    @property
+    def shm_mb(self) -> int:
+        """Size of the job's own /dev/shm (DataLoader workers pass batches through it; it is memory that no
+        process's resident size shows, so it is kept small)."""
+        return int(min(256, max(32, self.memory_mb // 8)))
+
+    @property
+    def tmp_mb(self) -> int:
+        """Size of the job's own /tmp (``tempfile``'s folder)."""
+        return int(min(self.max_disk_mb, 256))
+
+    @property
+    def max_files(self) -> int:
+        """Files and folders a job may create in its folder."""
+        return 20000
+
+    def rlimits(self, with_uid: bool) -> dict:
+        """The job's resource limits, applied in the forked process before it runs anything."""
+        mb = 1 << 20
+        # RLIMIT_AS would break a CUDA build of torch (it maps large virtual areas); DATA does not.
+        out = {"RLIMIT_DATA": max(self.memory_mb, 1536) * mb,
+               "RLIMIT_FSIZE": self.max_file_mb * mb,
+               "RLIMIT_CORE": 0,
+               "RLIMIT_CPU": int(self.submission_timeout + self.harvest_timeout) + 30}
+        if with_uid:      # NPROC counts per uid (root ignores it): it bites only under the job's own uid
+            out["RLIMIT_NPROC"] = self.max_processes
+        return out
+
+
+# ------------------------------------------------------------------------------------- the job (grader -> job)
+
+JOB_FILE = "job.json"           # JobSpec, root-only; the job reads it before dropping its uid, then unlinks it
+INPUTS_FILE = "inputs.npz"      # the hidden tests' inputs, root-only, read and unlinked the same way
+OUTPUT_FILE = "output.txt"      # the notebook's stdout and stderr (root-owned; the job holds a descriptor)
+EVENTS_FILE = "events.jsonl"    # Events, one JSON object a line (root-owned; the job holds a descriptor)
+RESULTS_FILE = "results.bin"    # the harvest's ResultsFrame (root-owned; the job holds a descriptor)
+CONTROL_FIFO = "control"        # grader -> job: the harvest's nonce, written after the last cell
+WORK_DIR = "work"               # the job's own folder (its uid, 0700): cwd, HOME
+DATA_LINK = "data"              # ../data seen from work/: the data set as torchvision (d2l) expects it
+
+
+@dataclass
+class JobSpec:
+    """What a job process runs: the cells (already through IPython's input transformation in the job), the
+    cells it must skip (they ended an earlier attempt), the harvest code, and its time limits."""
+    cells: list                     # source of each code cell, as written in the notebook
+    harvest: str                    # the harvest code (sets ``_ck_outcome = (arrays, meta)``)
+    cell_timeout: float
+    cells_deadline: float           # seconds after the job starts at which the remaining cells are skipped
+    harvest_call_timeout: float
+    output_limit_bytes: int
+    memory_mb: int
+    skip: dict = field(default_factory=dict)    # cell index -> why it is skipped
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["skip"] = {str(k): v for k, v in self.skip.items()}
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        d = json.loads(text)
+        d["skip"] = {int(k): str(v) for k, v in d.get("skip", {}).items()}
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass
+class ServerCommand:
+    """One line on the warm server's stdin: fork a job in ``folder`` (as the server sees it)."""
+    job_id: str
+    folder: str
+    uid: int | None
+    rlimits: dict
+    env: dict
+    shm_mb: int
+    tmp_mb: int
+    hide: str = ""                              # a folder the job must not see (a tmpfs over it) ...
+    keep: list = field(default_factory=list)    # ... except these folders inside it (bound back)
+    keep_ro: list = field(default_factory=list)  # read-only folders under /tmp (Python, the venv...) bound back
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self)) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> "ServerCommand":
+        return cls(**json.loads(line))
+
+
+@dataclass
+class ServerReply:
+    """One line on the warm server's stdout: ``ready`` (once), ``started`` (pid) and ``exit`` (code) per job."""
+    kind: str
+    job_id: str = ""
+    pid: int | None = None
+    code: int | None = None
+    seconds: float = 0.0
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self)) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> "ServerReply | None":
+        try:
+            d = json.loads(line)
+            return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        except (ValueError, TypeError):
+            return None
+
+
+# ------------------------------------------------------------------------------ events (job -> grader, untrusted)
+
+READY, SKIP, START, END, CELLS_DONE, HARVEST_START, HARVEST_END = (
+    "ready", "skip", "start", "end", "cells-done", "harvest-start", "harvest-end")
+
+
+@dataclass
+class Event:
+    kind: str
+    cell: int | None = None
+    status: str = ""
+    error: str | None = None
+    seconds: float | None = None
+    out: int | None = None          # bytes of output so far (at harvest-start)
+
+    def to_line(self) -> bytes:
+        fields_set = {k: getattr(self, k) for k in ("kind", "cell", "status", "error", "seconds", "out")}
+        return (_DUMPS({k: v for k, v in fields_set.items() if v is not None})[:8000] + "\n").encode()
+
+    @classmethod
+    def parse(cls, line: str) -> "Event | None":
+        """An event from a line the job wrote, or None for anything malformed (never raises)."""
+        try:
+            d = json.loads(line)
+            ev = cls(kind=str(d["kind"]), cell=d.get("cell"), status=str(d.get("status", "")),
+                     error=None if d.get("error") is None else str(d["error"]), seconds=d.get("seconds"),
+                     out=d.get("out"))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if ev.cell is not None and (type(ev.cell) is not int):
+            return None
+        if ev.seconds is not None and not isinstance(ev.seconds, (int, float)):
+            ev.seconds = None
+        if ev.out is not None and type(ev.out) is not int:
+            ev.out = None
+        return ev
+
+
+# ----------------------------------------------------------------------------- results (harvest -> grader)
+
+RESULTS_MAGIC = b"COURSEKIT-RESULTS-1\n"
+NONCE_BYTES = 32
+
+
+def encode_results(nonce: bytes, npz: bytes, meta_json: bytes) -> bytes:
+    """The frame the harvest writes: magic, the grader's nonce, the sizes, the .npz bytes, the JSON bytes."""
+    header = f"{len(npz)} {len(meta_json)}\n".encode()
+    return RESULTS_MAGIC + nonce.hex().encode() + b"\n" + header + npz + meta_json
+
+
+def decode_results(frame: bytes, nonce: bytes) -> tuple[bytes, bytes] | None:
+    """``(npz bytes, JSON bytes)`` if ``frame`` is a well-formed frame carrying ``nonce``, else None."""
+    if not frame.startswith(RESULTS_MAGIC):
+        return None
+    rest = frame[len(RESULTS_MAGIC):]
+    nonce_line, _, rest = rest.partition(b"\n")
+    if nonce_line != nonce.hex().encode():
+        return None
+    header, _, body = rest.partition(b"\n")
+    try:
+        n_npz, n_json = (int(x) for x in header.split())
+    except ValueError:
+        return None
+    if n_npz < 0 or n_json < 0 or len(body) != n_npz + n_json:
+        return None
+    return body[:n_npz], body[n_npz:]
