@@ -171,7 +171,6 @@ def _drive_playground(driver: NotebookDriver) -> None:
     # -- switch the activation and the data set: new pictures
     pg.dropdown("activation").select_option("relu")
     driver.wait_kernel_idle()
-    pg.wait_for("true")
     driver.page.wait_for_timeout(500)
     relu = pg.state()
     assert relu["network"] != grown["network"], "switching to ReLU did not redraw the neurons"
@@ -191,7 +190,8 @@ def _drive_playground(driver: NotebookDriver) -> None:
 
     # -- switch the sine features on by clicking their pictures, as in the Playground
     canvas = pg.cell.locator(".cpg-netcanvas").first
-    for row in (5, 6):  # sin(x1), sin(x2): the 6th and 7th feature boxes
+    for row in (5, 6):  # sin(x1), sin(x2): the 6th and 7th feature boxes (playground.js: LEFT 70, TOP 24,
+        # a box of NODE 30 px every NODE + GAP = 38 px); clicked in their middle
         canvas.click(position={"x": 70 + 15, "y": 24 + row * 38 + 15})
         driver.wait_kernel_idle()
     pg.wait_for("d.features === 'x1,x2,sin(x1),sin(x2)'")

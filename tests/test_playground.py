@@ -334,6 +334,20 @@ def test_play_runs_in_a_thread_and_pause_stops_at_once(playground):
     assert pg.run.epoch == stopped_at + 4 and len(pg.history) == stopped_at + 5
 
 
+def test_one_playground_plays_at_a_time(playground):
+    """A cell re-run while its playground plays must not leave the old one training on a core."""
+    newer = Playground(dataset="xor")
+    try:
+        playground.play()
+        newer.play()
+        assert newer.playing and not playground.playing
+        stopped_at = playground.run.epoch
+        time.sleep(0.3)
+        assert playground.run.epoch == stopped_at
+    finally:
+        newer.close()
+
+
 def test_threaded_run_equals_the_same_epochs_run_directly(playground):
     """Determinism holds however many epochs a frame happened to hold."""
     pg = playground

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import anywidget
@@ -32,7 +33,10 @@ REGULARIZATION_RATES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 BOUNDARY_GRID = 50   # output heat map: 50 x 50 values, upscaled by the browser
 NEURON_GRID = 16     # each neuron's picture: 16 x 16
 CURVE_POINTS = 200   # the loss curve is sent with at most this many points
-FRAME_SECONDS = 0.04  # train this long between two frames (25 frames a second at most)
+FRAME_SECONDS = 0.03  # train this long between two frames (about 30 frames a second at most)
+
+
+_INSTANCES: "weakref.WeakSet[Playground]" = weakref.WeakSet()
 
 
 class PlaygroundView(anywidget.AnyWidget):
@@ -99,6 +103,7 @@ class Playground(widgets.VBox):
         self._quiet = False
         self.frames_sent = 0
         self.run = PlaygroundRun(Settings(**settings), model_fn=model_fn)
+        _INSTANCES.add(self)
         s = self.settings
         self.view = PlaygroundView(features=list(s.features), hidden=list(s.hidden))
         if model_fn is not None:
@@ -133,8 +138,13 @@ class Playground(widgets.VBox):
         return self._playing.is_set()
 
     def play(self) -> None:
+        """Train in the background thread until ``pause()``. One playground plays at a time in a kernel: a cell
+        re-run while its playground played leaves the old one behind, and it must not keep a core busy."""
         if self._closing:
             raise RuntimeError("this playground was closed")
+        for other in list(_INSTANCES):
+            if other is not self and other.playing:
+                other.pause()
         self._playing.set()
         self._show_playing()
         if self._thread is None or not self._thread.is_alive():
