@@ -80,3 +80,70 @@ def test_notebook_03_keeps_the_lecture_code_verbatim():
         "x.grad.data.zero_()",
     ]:
         assert line in source, line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lectures 01, 02, 03 and 05 (second edition): exercises, predictions, instructor solutions and the fixed statements.
+
+LECTURES_E = ["notebooks/01_hidden_layers.ipynb", "notebooks/02_linearity_collapse.ipynb",
+              "notebooks/03_activation_functions.ipynb", "notebooks/05_training_mlp.ipynb"]
+
+
+def markdown(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def numbered_items(text: str) -> list[int]:
+    import re
+    return [int(n) for n in re.findall(r"^(\d+)\. ", text, re.M)]
+
+
+@pytest.mark.parametrize("path", LECTURES_E)
+def test_ends_with_exercises_answered_in_instructor_solutions(path):
+    nb = load(path)
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and "## Exercises" in last.source, "the lecture must end with exercises"
+    exercises = numbered_items(last.source.split("## Exercises", 1)[1])
+    assert exercises == list(range(1, len(exercises) + 1)) and len(exercises) >= 3, exercises
+    # A "predict, then run" prompt in the body, before the cell that answers it.
+    body = [c for c in nb.cells[:-1] if c.cell_type == "markdown" and "*Predict first:*" in c.source]
+    assert body, "no predict-first prompt in the body"
+    for cell in body:
+        following = nb.cells[nb.cells.index(cell) + 1]
+        assert following.cell_type == "code", "a prediction prompt must sit right before the cell that answers it"
+    solutions = REPO / "instructor" / "exercise_solutions" / (Path(path).stem + ".md")
+    assert solutions.is_file(), f"{solutions} is missing"
+    assert numbered_items(solutions.read_text()) == exercises, "one solution per exercise, same numbering"
+    assert "solution" not in markdown(nb).lower(), "instructor material inside a student notebook"
+
+
+def test_02_affine_subspace_least_squares_and_announced_adam():
+    nb = load(NOTEBOOKS[0])
+    text = markdown(nb)
+    assert "2-dimensional subspace" not in text and "2-dimensional **affine** subspace" in text
+    code = "\n".join(c.source for c in code_cells(nb))
+    assert "torch.linalg.lstsq" in code and "distance to the best affine fit" in code
+    first_adam_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "optim.Adam" in c.source)
+    assert any("**Adam**" in c.source for c in nb.cells[:first_adam_code] if c.cell_type == "markdown")
+    assert ".as_module()" in text  # the exercise that puts a coursekit activation into nn.Sequential
+
+
+def test_03_leaves_vanishing_gradients_and_dead_units_to_06():
+    nb = load(NOTEBOOKS[1])
+    text = markdown(nb)
+    assert "06_initialization" in text
+    for gone in ("## Vanishing gradients", "## Dead ReLU units", "never change its weights again"):
+        assert gone not in text
+    assert "nn.init" not in "\n".join(c.source for c in code_cells(nb))  # no unexplained He initialisation
+    assert len(nb.cells) <= 40
+
+
+def test_05_loop_visible_d2l_argument_order_validation_and_one_test_evaluation():
+    nb = load(LECTURES_E[3])
+    code = "\n".join(c.source for c in code_cells(nb))
+    assert "def __init__(self, num_inputs, num_outputs, num_hiddens, lr, sigma=0.01):" in code
+    for step in ("loss.backward()", "p -= model.lr * p.grad", "p.grad.zero_()", "torch.no_grad()"):
+        assert step in code, step
+    assert "val_size=10000" in code and code.count("test_dataloader()") == 1
+    assert "optim.Adam" not in code and "nn.init" not in code
+    assert code.count("SEEDS = (0, 1, 2)") == 1 and "differs(" in code
