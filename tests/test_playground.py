@@ -52,6 +52,17 @@ def test_toydata_classification_sets_unchanged():
     assert set(toydata.REGRESSION_DATASETS) == {"plane", "bumps"}
 
 
+def test_coursekit_exports_playground_lazily():
+    """coursekit.Playground is the widget, but `import coursekit` (the grader's too) loads no anywidget."""
+    import subprocess
+    import sys
+    code = ("import sys, coursekit; assert 'anywidget' not in sys.modules; "
+            "from coursekit.playground import Playground; assert coursekit.Playground is Playground; "
+            "assert 'Playground' in coursekit.__all__; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
 # ------------------------------------------------------------------------------------------------ core
 
 def test_features_are_the_playgrounds_seven():

@@ -174,7 +174,7 @@ def build_mlp(num_inputs: int, hidden, activation: str, num_outputs: int) -> nn.
 
 def regularization_penalty(model: nn.Module, kind: str, rate: float) -> torch.Tensor:
     """``rate * sum |w|`` (L1) or ``rate * sum w^2 / 2`` (L2) over the weight matrices (biases are free)."""
-    weights = [p for name, p in model.named_parameters() if p.ndim >= 2 or name.split(".")[-1].startswith("W")]
+    weights = [p for p in model.parameters() if p.ndim >= 2]  # weight matrices; biases are vectors
     zero = torch.zeros(())
     if kind == "none" or rate == 0 or not weights:
         return zero
