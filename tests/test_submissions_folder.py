@@ -212,6 +212,15 @@ def test_gradebook_cells_never_start_a_formula(hostile):
     assert not [c for row in similarity for c in row if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
 
 
+def test_out_inside_the_submissions_folder_is_not_a_student(tmp_path):
+    subs = tmp_path / "subs"
+    make_notebook(subs / "ada.ipynb", *GOOD_CELLS)
+    (subs / "grades").mkdir()
+    found, left = find_submissions(subs, out_dir=subs / "grades")
+    assert [s.student for s in found] == ["ada"] and left == []
+    assert [s.student for s in find_submissions(subs)[0]] == ["ada", "grades"]
+
+
 def test_spreadsheet_safe_follows_owasp():
     for bad in ("=1+2", "+1", "-1", "@A1", "\tx", "\rx"):
         assert spreadsheet_safe(bad) == "'" + bad
@@ -291,6 +300,7 @@ def _bwrap(tmp_path, script: str, extra: list[str]):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_read_only_out_is_one_clear_error_and_keeps_the_records(tmp_path):
     subs = _corrupt_class(tmp_path / "subs", 3)
     out = tmp_path / "out"
@@ -310,6 +320,7 @@ def test_read_only_out_is_one_clear_error_and_keeps_the_records(tmp_path):
     assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_batch_cleanly_and_a_rerun_resumes(tmp_path):
     """OUT on a 1 MiB tmpfs: full from the start (one error line), then full halfway through the class (stops,
     keeps every record it wrote), then with room again (the rerun grades only what is missing)."""

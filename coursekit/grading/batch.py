@@ -288,7 +288,7 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     shutil.rmtree(staging, ignore_errors=True)       # copies left by a run that was killed
     staging.mkdir(mode=0o700)
     _warn_if_readable(spec, out, log)
-    subs, left_out = find_submissions(submissions_dir, lab_names(spec))
+    subs, left_out = find_submissions(submissions_dir, lab_names(spec), out_dir=out)
     for line in left_out:
         log(f"left out: {line}")
     internal = _internal_paths(out, Path(submissions_dir), subs[0].root if subs else None)

@@ -320,18 +320,29 @@ def _folder_submission(root: Path, top: PurePosixPath, names: frozenset[str], le
     return chosen, "", notes
 
 
-def find_submissions(submissions_dir, names: frozenset[str] = frozenset()) -> tuple[list[Submission], list[str]]:
+def find_submissions(submissions_dir, names: frozenset[str] = frozenset(), out_dir=None) \
+        -> tuple[list[Submission], list[str]]:
     """The submissions in a folder, sorted by student, and what was left out (with why, for the instructor).
-    ``names``: the lab's function names (see :func:`lab_names`), to choose a student's notebook by content."""
+    ``names``: the lab's function names (see :func:`lab_names`), to choose a student's notebook by content;
+    ``out_dir``: the grader's output folder, never a submission should it sit in the submissions folder."""
     root = Path(submissions_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"submissions folder not found: {root}")
     root = root.resolve()
     subs, left_out, seen = [], [], set()
+    entries = []
     with os.scandir(root) as it:
-        entries = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
-    for name, st in entries:
-        if name.startswith(".") or name in SKIPPED_NAMES:
+        for entry in it:
+            try:
+                entries.append((entry.name, entry.stat(follow_symlinks=False)))
+            except OSError:             # gone since it was listed
+                continue
+    out_id = None
+    if out_dir is not None and Path(out_dir).exists():
+        out_st = os.stat(out_dir)
+        out_id = (out_st.st_dev, out_st.st_ino)
+    for name, st in sorted(entries):
+        if name.startswith(".") or name in SKIPPED_NAMES or (st.st_dev, st.st_ino) == out_id:
             continue
         rel = PurePosixPath(name)
         student = name[: -len(".ipynb")] if name.endswith(".ipynb") else (
