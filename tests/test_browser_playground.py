@@ -106,6 +106,8 @@ def test_playground_in_jupyterlab(playground_page):
 
 
 def _drive_playground(driver: NotebookDriver) -> None:
+    page_errors = []  # uncaught exceptions in the page (the front end's JavaScript among them)
+    driver.page.on("pageerror", lambda error: page_errors.append(str(error)))
     driver.open_lab()
     driver.open_from_file_browser(NOTEBOOK)
     driver.cell_reports()  # numbers the cells in the DOM
@@ -210,6 +212,18 @@ def _drive_playground(driver: NotebookDriver) -> None:
     assert shot.stat().st_size > 10_000
     summary["final_epoch"] = pg.state()["epoch"]
     _write_summary(summary)
+
+    # -- regression: the plane's values as colours, one step of training
+    before_regression = pg.state()
+    pg.dropdown("problem").select_option("regression")
+    driver.wait_kernel_idle()
+    pg.button("step").click()
+    pg.wait_for("d.epoch === '1'")
+    driver.page.wait_for_timeout(500)
+    regression = pg.state()
+    assert regression["output"] != before_regression["output"]
+    assert pg.dropdown("data").input_value() == "plane"
+    assert not page_errors, page_errors
 
 
 def _write_summary(summary: dict) -> None:

@@ -342,7 +342,14 @@ class PlaygroundRun:
         points = torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1)
         inputs = make_features(points, self.settings.features)
         self.model.eval()
-        out = self.model(inputs)
+        hidden = []
+        if self.builtin:  # one pass through the layers gives every hidden output and the output
+            out = inputs
+            for module in self.model:
+                out = module(out)
+                if not isinstance(module, nn.Linear):
+                    hidden.append(out.reshape(size, size, -1))
+        else:
+            out = self.model(inputs)
         value = out.softmax(1)[:, 1] if self.data.problem == "classification" else out[:, 0]
-        hidden = [h.reshape(size, size, -1) for h in hidden_outputs(self.model, inputs)] if self.builtin else []
         return value.reshape(size, size), hidden

@@ -82,6 +82,8 @@ function render({ model, el: root }) {
   root.append(net, side);
 
   const scratch = document.createElement("canvas");
+  const boundaryCanvas = document.createElement("canvas");  // this frame's output grid, drawn twice
+  let featureCanvases = null;  // the features' pictures never change: drawn once
   let pending = false, frames = 0, fpsT0 = performance.now(), fpsN = 0;
   let featureBoxes = [];  // [name, x, y] for clicks
 
@@ -133,7 +135,11 @@ function render({ model, el: root }) {
     ctx.clearRect(0, 0, W, H);
     ctx.imageSmoothingEnabled = true;
     const g = f.neuron_grid, gsize = g * g;
-    const featureMaps = bytes(f.feature_maps), neuronMaps = bytes(f.neuron_maps);
+    const neuronMaps = bytes(f.neuron_maps);
+    if (!featureCanvases || featureCanvases.length !== all.length) {
+      const featureMaps = bytes(f.feature_maps);
+      featureCanvases = all.map((_, i) => gridCanvas(featureMaps.subarray(i * gsize, (i + 1) * gsize), g));
+    }
     // Node positions, column by column: features (only those on), hidden layers, output.
     const pos = [];
     featureBoxes = [];
@@ -144,7 +150,7 @@ function render({ model, el: root }) {
       featureBoxes.push([name, x, y]);
       const k = on.indexOf(name);
       ctx.globalAlpha = k >= 0 ? 1 : 0.25;
-      ctx.drawImage(gridCanvas(featureMaps.subarray(i * gsize, (i + 1) * gsize), g, scratch), x, y, NODE, NODE);
+      ctx.drawImage(featureCanvases[i], x, y, NODE, NODE);
       ctx.fillStyle = "#333"; ctx.fillText(name.replace("^2", "\u00b2").replace("*", "\u00b7"), x - 6, y + NODE / 2);
       ctx.globalAlpha = 1;
       if (k >= 0) featurePos[k] = [x, y];
@@ -181,36 +187,48 @@ function render({ model, el: root }) {
       offset++;
     }
     const [ox, oy] = pos[pos.length - 1][0];
-    ctx.drawImage(gridCanvas(bytes(f.boundary), f.boundary_grid, scratch), ox, oy, NODE, NODE);
+    ctx.drawImage(boundaryCanvas, ox, oy, NODE, NODE);
     ctx.strokeStyle = "#333"; ctx.strokeRect(ox, oy, NODE, NODE);
     ctx.textAlign = "center"; ctx.fillStyle = "#555";
     ctx.fillText("features", LEFT + NODE / 2, TOP - 10);
     ctx.fillText("output", ox + NODE / 2, TOP - 10);
   }
 
+  // The points change only with the data (or the test-points box): drawn once into their own layer.
+  const pointsCanvas = document.createElement("canvas");
+  let pointsKey = null;
+  function pointsLayer(S) {
+    const p = model.get("points"), key = [p, model.get("show_test")];
+    if (pointsKey && pointsKey[0] === key[0] && pointsKey[1] === key[1]) return pointsCanvas;
+    pointsKey = key;
+    pointsCanvas.width = pointsCanvas.height = S;
+    const ctx = pointsCanvas.getContext("2d");
+    ctx.clearRect(0, 0, S, S);
+    if (!p || !p.radius) return pointsCanvas;
+    const toPx = v => (v / p.radius + 1) / 2 * S;
+    const draw = (xy, y, stroke) => {
+      const X = floats(xy), Y = floats(y);
+      for (let i = 0; i < Y.length; i++) {
+        const t = p.problem === "classification" ? Y[i] : (Math.max(-1, Math.min(1, Y[i])) + 1) / 2;
+        const c = Math.round(t * 255) * 3;
+        ctx.fillStyle = `rgb(${LUT[c]},${LUT[c + 1]},${LUT[c + 2]})`;
+        ctx.strokeStyle = stroke;
+        ctx.beginPath();
+        ctx.arc(toPx(X[2 * i]), S - toPx(X[2 * i + 1]), 3, 0, 2 * Math.PI);
+        ctx.fill(); ctx.stroke();
+      }
+    };
+    ctx.lineWidth = 1;
+    draw(p.train_x, p.train_y, "#fff");
+    if (model.get("show_test")) draw(p.test_x, p.test_y, "#000");
+    return pointsCanvas;
+  }
+
   function drawOutput(f) {
     const ctx = outCanvas.getContext("2d"), S = outCanvas.width;
     ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(gridCanvas(bytes(f.boundary), f.boundary_grid, scratch), 0, 0, S, S);
-    const p = model.get("points");
-    if (p && p.radius) {
-      const toPx = v => (v / p.radius + 1) / 2 * S;
-      const draw = (xy, y, stroke) => {
-        const X = floats(xy), Y = floats(y);
-        for (let i = 0; i < Y.length; i++) {
-          const t = p.problem === "classification" ? Y[i] : (Math.max(-1, Math.min(1, Y[i])) + 1) / 2;
-          const c = Math.round(t * 255) * 3;
-          ctx.fillStyle = `rgb(${LUT[c]},${LUT[c + 1]},${LUT[c + 2]})`;
-          ctx.strokeStyle = stroke;
-          ctx.beginPath();
-          ctx.arc(toPx(X[2 * i]), S - toPx(X[2 * i + 1]), 3, 0, 2 * Math.PI);
-          ctx.fill(); ctx.stroke();
-        }
-      };
-      ctx.lineWidth = 1;
-      draw(p.train_x, p.train_y, "#fff");
-      if (model.get("show_test")) draw(p.test_x, p.test_y, "#000");
-    }
+    ctx.drawImage(boundaryCanvas, 0, 0, S, S);
+    ctx.drawImage(pointsLayer(S), 0, 0);
   }
 
   function drawLoss(f) {
@@ -240,6 +258,7 @@ function render({ model, el: root }) {
     pending = false;
     const f = model.get("frame");
     if (!f || !f.boundary) return;
+    gridCanvas(bytes(f.boundary), f.boundary_grid, boundaryCanvas);
     drawNetwork(f);
     drawOutput(f);
     drawLoss(f);

@@ -30,8 +30,9 @@ __all__ = ["Playground", "PlaygroundView"]
 _HERE = Path(__file__).parent
 LEARNING_RATES = (0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 REGULARIZATION_RATES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-BOUNDARY_GRID = 50   # output heat map: 50 x 50 values, upscaled by the browser
-NEURON_GRID = 16     # each neuron's picture: 16 x 16
+BOUNDARY_GRID = 48   # output heat map: 48 x 48 values, upscaled by the browser
+NEURON_POOL = 3      # each neuron's picture: the same grid averaged over 3 x 3 blocks, 16 x 16
+NEURON_GRID = BOUNDARY_GRID // NEURON_POOL
 CURVE_POINTS = 200   # the loss curve is sent with at most this many points
 FRAME_SECONDS = 0.03  # train this long between two frames (about 30 frames a second at most)
 
@@ -255,9 +256,10 @@ class Playground(widgets.VBox):
 
     def _frame(self) -> dict:
         run = self.run
-        boundary, hidden = run.grid_values(BOUNDARY_GRID)
+        boundary, hidden = run.grid_values(BOUNDARY_GRID)  # one forward pass over the grid per frame
         low, high = (0.0, 1.0) if run.data.problem == "classification" else (-1.0, 1.0)
-        _, hidden_small = run.grid_values(NEURON_GRID) if run.builtin else (None, [])
+        hidden_small = [torch.nn.functional.avg_pool2d(h.permute(2, 0, 1), NEURON_POOL).permute(1, 2, 0)
+                        for h in hidden]
         h = run.history
         return {
             "epoch": run.epoch,
