@@ -161,9 +161,17 @@ def _pin_name(line: str) -> str | None:
 
 def student_requirements(text: str) -> str:
     """requirements.txt without the instructor-only pins (and their comment lines that would then dangle)."""
-    lines = text.splitlines()
-    kept = [line for line in lines if _pin_name(line) not in INSTRUCTOR_ONLY_PINS]
-    return "\n".join(kept).rstrip("\n") + "\n"
+    kept, comments = [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            comments.append(line)      # held until we know whether the pins under it stay
+            continue
+        if _pin_name(line) in INSTRUCTOR_ONLY_PINS:
+            comments = []              # they explained an instructor-only pin
+            continue
+        kept += comments + [line]
+        comments = []
+    return "\n".join(kept + comments).rstrip("\n") + "\n"
 
 
 def student_environment(text: str, editable: bool) -> str:

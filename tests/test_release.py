@@ -37,6 +37,11 @@ def _tags(cell) -> list:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+def _forms(line: str) -> set[str]:
+    """A line as a corpus knows it: stripped, and also without a trailing comment (``x = f()  # why``)."""
+    return {line.strip(), line.split("#")[0].strip()}
+
+
 def commonplace_lines() -> set[str]:
     """Lines of the code the course builds on and students read anyway: the d2l library and Python's standard
     library (``optimizer.zero_grad()``, ``except Exception as exc:``). No secret can be one of them."""
@@ -45,7 +50,8 @@ def commonplace_lines() -> set[str]:
     for root in roots:
         for path in root.rglob("*.py"):
             if not {"test", "tests", "site-packages", "dist-packages", "idlelib"} & set(path.relative_to(root).parts):
-                lines.update(line.strip() for line in path.read_text(encoding="utf-8", errors="replace").split("\n"))
+                for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                    lines |= _forms(line)
     return lines
 
 
@@ -57,12 +63,14 @@ def taught_lines() -> set[str]:
     for path in (REPO / "notebooks").glob("*.ipynb"):
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "code":
-                lines.update(line.strip() for line in cell.source.split("\n"))
+                for line in cell.source.split("\n"):
+                    lines |= _forms(line)
     roots = [code for path in sorted((REPO / "notebooks").glob("*.ipynb")) + [REPO / "lab" / "mlp_lab.ipynb"]
              for code in release.notebook_code(path)]
     for module in release.student_modules(roots):
         path = release._module_file(REPO, module)
-        lines.update(line.strip() for line in path.read_text(encoding="utf-8").split("\n"))
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            lines |= _forms(line)
     return lines
 
 

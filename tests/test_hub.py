@@ -1,0 +1,426 @@
+"""The course on a JupyterHub: the nbgitpuller link (`coursekit hub-link`), nbgitpuller's merge of an instructor's
+update into a student's copy, and (slow) a real JupyterHub on loopback with three students in Chromium.
+
+The hub test runs deploy/jupyterhub_config.py itself, with what a test machine must change on top: a test-only
+authenticator (DummyAuthenticator with a password), local processes instead of systemd (so the memory and CPU
+limits of the deploy file are not enforced here), loopback ports and state in a temp folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import nbformat
+import pytest
+
+from conftest import REPO, skip_or_fail
+from coursekit import release
+from coursekit.hublink import HubLinkError, hub_link
+
+DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub_config.py"
+PROXY = Path(os.environ.get("COURSEKIT_CHP", shutil.which("configurable-http-proxy") or
+                            "/usr/bin/configurable-http-proxy"))
+TARGET = "mlp-course"
+# The lightest lecture with a live widget (the collapse explorer); 01_hidden_layers has no widget.
+HUB_LECTURE = "notebooks/02_linearity_collapse.ipynb"
+
+
+# ------------------------------------------------------------------------------------------ the link
+def test_hub_link_is_nbgitpullers_format_opening_jupyterlab():
+    link = hub_link("https://hub.example.edu/", "https://github.com/cls/mlp-course.git",
+                    path="notebooks/01_hidden_layers.ipynb")
+    parts = urlsplit(link)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "hub.example.edu", "/hub/user-redirect/git-pull")
+    assert parse_qs(parts.query) == {"repo": ["https://github.com/cls/mlp-course.git"], "branch": ["main"],
+                                     "targetpath": ["mlp-course"],
+                                     "urlpath": ["lab/tree/mlp-course/notebooks/01_hidden_layers.ipynb"]}
+    # Every value URL-encoded, slashes included (as nbgitpuller's own link generator does).
+    assert "repo=https%3A%2F%2Fgithub.com%2Fcls%2Fmlp-course.git" in parts.query
+    assert "urlpath=lab%2Ftree%2Fmlp-course%2Fnotebooks%2F01_hidden_layers.ipynb" in parts.query
+    # A hub under a prefix, another branch, the folder itself.
+    other = parse_qs(urlsplit(hub_link("https://uni.edu/jupyter", "git@host:cls/course", branch="spring")).query)
+    assert other["targetpath"] == ["course"] and other["urlpath"] == ["lab/tree/course"]
+    assert other["branch"] == ["spring"]
+    assert hub_link("https://uni.edu/jupyter/hub/", "r").startswith("https://uni.edu/jupyter/hub/user-redirect/")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hub="hub.example.edu", repo="r"), "http\\(s\\) address"),
+    (dict(hub="https://h?x=1", repo="r"), "without \\?query"),
+    (dict(hub="https://h", repo="my repo"), "without spaces"),
+    (dict(hub="https://h", repo="r", path="../../etc/passwd"), "inside the repository"),
+    (dict(hub="https://h", repo="https://h/.git"), "give --target"),
+])
+def test_hub_link_rejects_what_cannot_work(kwargs, message):
+    with pytest.raises(HubLinkError, match=message):
+        hub_link(**kwargs)
+
+
+def test_cli_hub_link(capsys):
+    from coursekit.cli import main
+    assert main(["hub-link", "--hub", "https://h.edu", "--repo", "https://g/c/mlp.git", "--path", "lab"]) == 0
+    assert capsys.readouterr().out.strip() == hub_link("https://h.edu", "https://g/c/mlp.git", path="lab")
+    assert main(["hub-link", "--hub", "ftp://h", "--repo", "r"]) == 2
+    assert "http(s) address" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ the merge
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout
+
+
+def course_copy(where: Path) -> Path:
+    """The parts of the instructor's repository that `release` reads, to change a lecture without touching ours."""
+    for rel in ("notebooks", "coursekit", "lab/mlp_lab.ipynb", "requirements.txt", "environment.yml",
+                "pyproject.toml", "tests/nbval_sanitize.cfg"):
+        src, dst = REPO / rel, where / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+        else:
+            shutil.copy(src, dst)
+    return where
+
+
+class ClassRepository:
+    """The instructor's side: a course copy, its release, and the class repository (bare) it is pushed to."""
+
+    def __init__(self, root: Path):
+        self.course = course_copy(root / "course")
+        self.edition = root / "edition"
+        self.bare = root / f"{TARGET}.git"   # the link names the folder after it: ~/mlp-course
+        release.write_release(self.edition, repo=self.course)
+        subprocess.run(["git", "clone", "-q", "--bare", str(self.edition), str(self.bare)], check=True)
+
+    @property
+    def url(self) -> str:
+        return self.bare.as_uri()
+
+    def update(self, lecture: str, text: str) -> str:
+        """The instructor appends a markdown cell to a lecture and a new file, releases again and pushes."""
+        path = self.course / lecture
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_markdown_cell(text))
+        nb.cells[-1].id = "instructor-update"
+        nbformat.write(nb, path)
+        (self.course / "notebooks" / "errata.md").write_text(text + "\n")
+        commit = release.write_release(self.edition, repo=self.course)
+        subprocess.run(["git", "-C", str(self.edition), "push", "-q", str(self.bare), "main"], check=True)
+        return commit
+
+
+def edit_code_cell(path: Path, index: int, note: str) -> str:
+    """What a student does in JupyterLab: change a code cell and save (nbformat writes as JupyterLab does)."""
+    nb = nbformat.read(path, as_version=4)
+    cell = [c for c in nb.cells if c.cell_type == "code"][index]
+    cell.source += f"\n{note}"
+    nbformat.write(nb, path)
+    return cell.source
+
+
+def nbgitpuller_pull(url: str, target: Path) -> None:
+    from nbgitpuller.pull import GitPuller
+    for _ in GitPuller(url, str(target), branch="main").pull():
+        pass
+
+
+def test_a_second_pull_merges_the_instructors_update_and_keeps_the_students_edits(tmp_path):
+    repo = ClassRepository(tmp_path)
+    home = tmp_path / "home" / TARGET
+    nbgitpuller_pull(repo.url, home)
+    assert (home / HUB_LECTURE).read_bytes() == (repo.edition / HUB_LECTURE).read_bytes()
+    # The student edits a code cell near the top of the lecture and adds a notebook of their own.
+    edited = edit_code_cell(home / HUB_LECTURE, 0, "# ada: my own note")
+    (home / "notebooks" / "scratch.ipynb").write_text((home / HUB_LECTURE).read_text())
+    second = repo.update(HUB_LECTURE, "Update: an extra exercise at the end.")
+    nbgitpuller_pull(repo.url, home)
+    after = nbformat.read(home / HUB_LECTURE, as_version=4)
+    code = [c for c in after.cells if c.cell_type == "code"]
+    assert code[0].source == edited                                         # the student's edit survives
+    assert after.cells[-1].source == "Update: an extra exercise at the end."  # the instructor's update arrived
+    assert (home / "notebooks" / "errata.md").read_text() == "Update: an extra exercise at the end.\n"
+    assert (home / "notebooks" / "scratch.ipynb").is_file()
+    assert second in _git(home, "rev-list", "HEAD").split()
+    # The same cell changed on both sides: nbgitpuller keeps the student's version (git merge -Xours).
+    edited_again = edit_code_cell(home / HUB_LECTURE, 0, "# ada: a second note")
+    nb = nbformat.read(repo.course / HUB_LECTURE, as_version=4)
+    [c for c in nb.cells if c.cell_type == "code"][0].source += "\n# instructor: a fix in the same cell"
+    nbformat.write(nb, repo.course / HUB_LECTURE)
+    release.write_release(repo.edition, repo=repo.course)
+    subprocess.run(["git", "-C", str(repo.edition), "push", "-q", str(repo.bare), "main"], check=True)
+    nbgitpuller_pull(repo.url, home)
+    code = [c for c in nbformat.read(home / HUB_LECTURE, as_version=4).cells if c.cell_type == "code"]
+    assert code[0].source == edited_again
+    # A file the student deleted comes back from the class repository.
+    (home / "notebooks" / "errata.md").unlink()
+    repo.update("notebooks/01_hidden_layers.ipynb", "Another update.")
+    nbgitpuller_pull(repo.url, home)
+    assert (home / "notebooks" / "errata.md").read_text() == "Another update.\n"
+
+
+def test_deploy_config_loads_and_sets_what_the_course_needs(tmp_path):
+    from traitlets.config import Config
+    c = Config()
+    env = {"COURSE_ENV": "/opt/course/.venv", "COURSE_MEM_LIMIT": "3G", "COURSE_CPU_LIMIT": "2",
+           "COURSE_IDLE_TIMEOUT": "1800", "COURSE_HUB_STATE": str(tmp_path)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        exec(compile(DEPLOY_CONFIG.read_text(), str(DEPLOY_CONFIG), "exec"), {"get_config": lambda: c})
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert c.Spawner.cmd == ["/opt/course/.venv/bin/jupyterhub-singleuser"]
+    assert c.Spawner.default_url == "/lab"
+    assert (c.Spawner.mem_limit, c.Spawner.cpu_limit) == ("3G", 2.0)
+    assert c.Spawner.environment["PATH"].startswith("/opt/course/.venv/bin:")
+    assert c.Spawner.environment["OMP_NUM_THREADS"] == "2"
+    assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner"
+    [culler] = c.JupyterHub.services
+    assert culler["command"][1:3] == ["-m", "jupyterhub_idle_culler"] and "--timeout=1800" in culler["command"]
+    assert c.JupyterHub.load_roles[0]["services"] == [culler["name"]]
+    class FakeSpawner:
+        home_dir = "/home/ada"
+    assert c.Spawner.environment["PYTHONPATH"](FakeSpawner()) == "/home/ada/mlp-course"
+    # Zero to JupyterHub: the image installs exactly requirements.txt; the values match the one-server setup.
+    import yaml
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "COPY requirements.txt /tmp/requirements.txt" in dockerfile
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in dockerfile
+    assert "COPY . " not in dockerfile and "lab/" not in dockerfile     # no solutions, no grader in the image
+    values = yaml.safe_load((REPO / "deploy" / "z2jh-values.yaml").read_text())
+    single = values["singleuser"]
+    assert single["defaultUrl"] == "/lab" and single["cmd"] == "jupyterhub-singleuser"
+    assert single["memory"]["limit"] == "4G" and single["cpu"]["limit"] == 1
+    assert single["storage"]["type"] == "dynamic" and single["storage"]["capacity"]
+    assert single["extraEnv"]["PYTHONPATH"] == "/home/jovyan/mlp-course"
+    assert "PYTHONPATH=/home/jovyan/mlp-course" in dockerfile
+    assert values["cull"]["enabled"] is True and values["cull"]["timeout"] == 3600
+    for name in ("jupyterhub", "nbgitpuller", "jupyterhub-idle-culler"):
+        assert any(line.startswith(f"{name}==") for line in (REPO / "requirements.txt").read_text().splitlines()), name
+
+
+# ------------------------------------------------------------------------------------------ the hub
+STUDENTS = ("ada", "bob", "cy")
+PASSWORD = "course-test-password"
+
+
+def _free_port() -> int:
+    from browser_support import free_loopback_port
+    return free_loopback_port()
+
+
+class Hub:
+    """deploy/jupyterhub_config.py on loopback with the test-only pieces on top. Use as a context manager."""
+
+    def __init__(self, root: Path, data_dir: Path):
+        self.root = root
+        self.homes = root / "homes"
+        self.port, self.hub_port, self.api_port = _free_port(), _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "hub.log"
+        self.data_dir = data_dir
+        self.process = None
+
+    def write_config(self) -> Path:
+        self.homes.mkdir(parents=True)
+        for user in STUDENTS:
+            # Each home: JupyterLab without the news popup that would cover the page.
+            labconfig = self.homes / user / ".jupyter" / "labconfig"
+            labconfig.mkdir(parents=True)
+            (labconfig / "page_config.json").write_text(json.dumps(
+                {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        args = ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--ServerApp.shutdown_no_activity_timeout=900"]
+        if os.geteuid() == 0:
+            args.append("--allow-root")
+        config = self.root / "jupyterhub_config.py"
+        config.write_text(f"""
+c = get_config()
+load_subconfig({str(DEPLOY_CONFIG)!r})
+# Test-only: a shared password, local processes with a home per student under the temp folder, loopback.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {PASSWORD!r}
+c.Authenticator.allow_all = False
+c.Authenticator.allowed_users = {set(STUDENTS)!r}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = {str(self.homes / "{username}")!r}
+c.Spawner.args = {args!r}
+c.Spawner.environment["COURSEKIT_DATA"] = {str(self.data_dir)!r}
+c.Spawner.environment["OMP_NUM_THREADS"] = "1"
+c.JupyterHub.bind_url = {self.url!r}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
+c.JupyterHub.pid_file = {str(self.root / "hub.pid")!r}
+""")
+        return config
+
+    def start(self, timeout: float = 90) -> "Hub":
+        config = self.write_config()
+        env = dict(os.environ, COURSE_ENV=sys.prefix, COURSE_HUB_STATE=str(self.root), COURSE_IDLE_TIMEOUT="900",
+                   OMP_NUM_THREADS="1")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # Debian's proxy finds its modules in /usr/share/nodejs; a node from another source (NodeSource's
+        # repack, as on this machine) does not look there by itself.
+        env["NODE_PATH"] = os.pathsep.join(p for p in (env.get("NODE_PATH"), "/usr/share/nodejs") if p)
+        jupyterhub = Path(sys.executable).parent / "jupyterhub"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([str(jupyterhub), "-f", str(config)], cwd=self.root, env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/hub/api/", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        raise TimeoutError(f"jupyterhub did not answer on {self.url} in {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 5000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def leftover_pids(self) -> list[int]:
+        """Single-user servers and kernels of this hub: their HOME lies under our homes folder."""
+        marker = f"HOME={self.homes}/".encode()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != os.getpid():
+                try:
+                    if marker in (proc / "environ").read_bytes():
+                        pids.append(int(proc.name))
+                except OSError:
+                    continue
+        return pids
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)   # the hub stops the servers it started and the proxy
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        for pid in self.leftover_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "Hub":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def log_in_through_link(page, link: str, user: str, timeout_ms: int = 180_000) -> None:
+    """Follow the nbgitpuller link as a student: the hub's login form, then the spawn and the pull, JupyterLab."""
+    page.goto(link, timeout=timeout_ms)
+    if page.locator("#username_input").count():
+        page.fill("#username_input", user)
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+    page.wait_for_function("() => !!window.jupyterapp", timeout=timeout_ms)
+
+
+@pytest.mark.slow
+def test_three_students_on_a_real_hub(tmp_path, real_data_dir):
+    if not PROXY.exists():
+        skip_or_fail(f"configurable-http-proxy not found at {PROXY} (apt-get install node-configurable-http-proxy)")
+    from browser_support import CHROMIUM_PATH, NotebookDriver, launch_chromium
+    if not CHROMIUM_PATH.exists():
+        skip_or_fail(f"Chromium not found at {CHROMIUM_PATH} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    repo = ClassRepository(tmp_path / "instructor")
+    timings = {}
+    with Hub(tmp_path / "hub", real_data_dir) as hub, sync_playwright() as playwright:
+        link = hub_link(hub.url, repo.url, path=HUB_LECTURE)
+        browser = launch_chromium(playwright)
+        pages, notes = {}, {}
+        try:
+            for user in STUDENTS:
+                started = time.monotonic()
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = pages[user] = context.new_page()
+                log_in_through_link(page, link, user)
+                assert page.url.startswith(f"{hub.url}/user/{user}/lab"), page.url
+                driver = NotebookDriver(page, server=None)
+                driver.wait_kernel_idle(f"{TARGET}/{HUB_LECTURE}", timeout_ms=120_000)
+                driver.clear_and_run_all(timeout_ms=300_000)
+                reports = driver.cell_reports()
+                errors = [(r.headline(), r.errors + r.domTracebacks) for r in reports
+                          if (r.errors or r.domTracebacks) and not r.expected_error]
+                assert not errors, errors
+                assert all(r.executionCount is not None for r in reports if r.source.strip())
+                widget_cells = [r for r in reports if r.has_controls]
+                assert widget_cells and all(r.widgetFallbacks == [] for r in widget_cells), widget_cells
+                cell = widget_cells[0]
+                move = driver.move_control(cell.index, "slider" if cell.sliders else "dropdown")
+                assert move.output_changed, move
+                # The student changes the first code cell (it imports coursekit), runs it and saves: the kernel
+                # imports coursekit from the student's own copy of the edition (PYTHONPATH of the deploy config).
+                first = next(r for r in reports if r.source.strip())
+                assert "import coursekit" in first.source
+                notes[user] = f"# note of {user}: only in {user}'s home"
+                driver.set_cell_source(first.index, first.source + "\nprint('coursekit from', coursekit.__file__)  "
+                                       + notes[user])
+                driver.run_cell(first.index, timeout_ms=60_000)
+                printed = next(r for r in driver.cell_reports() if r.index == first.index).text
+                assert f"coursekit from {hub.homes / user / TARGET / 'coursekit' / '__init__.py'}" in printed, printed
+                page.keyboard.press("ControlOrMeta+s")
+                saved = hub.homes / user / TARGET / HUB_LECTURE
+                deadline = time.monotonic() + 30
+                while notes[user] not in saved.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                assert notes[user] in saved.read_text()
+                timings[user] = round(time.monotonic() - started, 1)
+
+            # Three homes, each with its own copy and only its own student's edit.
+            for user in STUDENTS:
+                text = (hub.homes / user / TARGET / HUB_LECTURE).read_text()
+                assert [u for u in STUDENTS if notes[u] in text] == [user]
+            # ada's login does not open bob's server.
+            answer = pages["ada"].request.get(f"{hub.url}/user/bob/api/contents/{TARGET}/{HUB_LECTURE}")
+            assert notes["bob"] not in answer.text() and '"nbformat"' not in answer.text(), answer.status
+
+            # The instructor publishes an update; ada follows the link again: her edit stays, the update arrives.
+            repo.update(HUB_LECTURE, "Update from the instructor: one more exercise.")
+            log_in_through_link(pages["ada"], link, "ada")
+            NotebookDriver(pages["ada"], server=None).wait_kernel_idle(f"{TARGET}/{HUB_LECTURE}", timeout_ms=120_000)
+            on_disk = nbformat.read(hub.homes / "ada" / TARGET / HUB_LECTURE, as_version=4)
+            assert any(notes["ada"] in c.source for c in on_disk.cells)
+            assert on_disk.cells[-1].source == "Update from the instructor: one more exercise."
+            shown = pages["ada"].evaluate("""() => {
+                const w = window.jupyterapp.shell.currentWidget;
+                return w.content.widgets.map(c => c.model.sharedModel.getSource()); }""")
+            assert any(notes["ada"] in s for s in shown) and shown[-1] == on_disk.cells[-1].source
+            assert (hub.homes / "ada" / TARGET / "notebooks" / "errata.md").is_file()
+            assert not (hub.homes / "bob" / TARGET / "notebooks" / "errata.md").exists()   # bob has not pulled
+        except Exception:
+            print(hub.log_tail())
+            raise
+        finally:
+            browser.close()
+    print(f"per student (login, spawn, pull, run {HUB_LECTURE}, widget, edit): {timings}")
