@@ -4,10 +4,9 @@ Every submission is built from the student notebook (lab/mlp_lab.ipynb) with the
 (from lab/source/mlp_lab_solution.ipynb), then broken in one way. They are graded together, two at a time,
 by ``grade_folder`` (the ``coursekit grade`` command's engine); each test checks one row.
 
-Points of the lab: q1 relu 6, sigmoid 7, tanh 7 | q2 relu_grad 5, sigmoid_grad 5, tanh_grad 5 | q3 collapse 15
-| q4 parameters 8, initialisation 7, forward 10 | q5 accuracy 25 (the grader measures the trained model).
-Each question is graded on its own: while q2 is tested, the notebook's sigmoid and tanh are swapped for the
-reference ones, so a wrong tanh costs q1's 7 points only.
+The points of each hidden test come from the lab's spec (lab/autograder/spec.json): an expectation names the
+tests a submission fails (``points("q1.tanh")``). Each question is graded on its own: while q2 is tested, the
+notebook's sigmoid and tanh are swapped for the reference ones, so a wrong tanh costs q1's tanh points only.
 """
 import json
 import os
@@ -46,7 +45,7 @@ def solved() -> nbformat.NotebookNode:
         m = TODO.match(cell.source) if cell.cell_type == "code" else None
         if m:
             cell.source = answers[m.group(1)]
-    assert len(answers) == 5
+    assert len(answers) == len(LAB_TESTS)
     return student
 
 
@@ -229,32 +228,45 @@ HOSTILE_FOLDER = {
     "big_outputs": (ALL_POINTS, "ok"),
 }
 
-# name -> (points per question q1..q5, status). Exact.
+# The lab's hidden tests and their points, from its spec (lab/autograder/spec.json): the expectations below name
+# what a submission loses, so they follow the lab when its points change.
+LAB_TESTS = {q["name"]: dict(q["tests"]) for q in json.loads((REPO / "lab" / "autograder" / "spec.json")
+                                                              .read_text())["questions"]}
+
+
+def points(*lost: str) -> tuple:
+    """Points per question (in order) when the hidden tests in ``lost`` fail: "q3" is all of question 3,
+    "q1.tanh" one test of question 1."""
+    return tuple(sum(p for test, p in tests.items() if q not in lost and f"{q}.{test}" not in lost)
+                 for q, tests in LAB_TESTS.items())
+
+
+# name -> (points per question, status). Exact.
 EXPECTED = {
-    "correct": ((20, 15, 15, 25, 25), "ok"),
-    "infinite_loop": ((20, 15, 15, 25, 25), "timeout"),
-    "os_exit": ((20, 15, 15, 25, 25), "killed"),
-    "sys_exit": ((20, 15, 15, 25, 25), "ok"),
-    "exception": ((20, 15, 0, 25, 25), "ok"),
-    "syntax_error": ((20, 15, 0, 25, 25), "ok"),
-    "memory": ((20, 15, 15, 25, 25), "memory"),
-    "fork_bomb": ((20, 15, 15, 25, 25), "ok"),
-    "huge_output": ((20, 15, 15, 25, 25), "output-limit"),
-    "monkeypatch": ((13, 15, 15, 25, 25), "ok"),
-    "test_files": ((20, 15, 0, 25, 25), "ok"),
-    "eq_always_true": ((20, 15, 0, 25, 25), "ok"),
-    "nan_inf": ((13, 15, 15, 25, 25), "ok"),
-    "inf": ((20, 10, 15, 25, 25), "ok"),
-    "wrong_shape": ((20, 15, 0, 25, 25), "ok"),
-    "wrong_dtype": ((20, 10, 15, 25, 25), "ok"),
-    "wrong_device": ((13, 15, 15, 25, 25), "ok"),
-    "missing_functions": ((20, 0, 15, 25, 25), "ok"),
-    "empty": ((0, 0, 0, 0, 0), "ok"),
-    "stale_outputs_other_kernel": ((13, 15, 15, 25, 25), "ok"),
-    "stderr_warnings": ((20, 15, 15, 25, 25), "ok"),
-    "input": ((20, 15, 15, 25, 25), "ok"),
-    "corrupt_json": ((0, 0, 0, 0, 0), "invalid-notebook"),
-    "renamed": ((20, 15, 15, 25, 25), "ok"),
+    "correct": (points(), "ok"),
+    "infinite_loop": (points(), "timeout"),
+    "os_exit": (points(), "killed"),
+    "sys_exit": (points(), "ok"),
+    "exception": (points("q3"), "ok"),
+    "syntax_error": (points("q3"), "ok"),
+    "memory": (points(), "memory"),
+    "fork_bomb": (points(), "ok"),
+    "huge_output": (points(), "output-limit"),
+    "monkeypatch": (points("q1.tanh"), "ok"),
+    "test_files": (points("q3"), "ok"),
+    "eq_always_true": (points("q3"), "ok"),
+    "nan_inf": (points("q1.sigmoid"), "ok"),
+    "inf": (points("q2.relu_grad"), "ok"),
+    "wrong_shape": (points("q3"), "ok"),
+    "wrong_dtype": (points("q2.relu_grad"), "ok"),
+    "wrong_device": (points("q1.tanh"), "ok"),
+    "missing_functions": (points("q2"), "ok"),
+    "empty": (points(*LAB_TESTS), "ok"),
+    "stale_outputs_other_kernel": (points("q1.tanh"), "ok"),
+    "stderr_warnings": (points(), "ok"),
+    "input": (points(), "ok"),
+    "corrupt_json": (points(*LAB_TESTS), "invalid-notebook"),
+    "renamed": (points(), "ok"),
 }
 
 

@@ -8,7 +8,7 @@ import torch
 
 from coursekit.grading import banned_calls, scoring
 
-Q1 = {"name": "q1", "title": "Activation functions", "points": {"relu": 6, "sigmoid": 7, "tanh": 7}}
+Q1 = {"name": "q1", "title": "Activation functions", "points": {"relu": 4, "sigmoid": 4, "tanh": 4}}
 
 REFERENCE_ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
@@ -79,8 +79,7 @@ def score_q1(inputs, outputs, meta):
 
 
 # Hidden tests of Question 2 (autograder only). The reference derivatives come from autograd.
-Q2 = {"name": "q2", "title": "Derivatives", "points": {"relu_grad": 5, "sigmoid_grad": 5, "tanh_grad": 5}}
-AUTOGRAD_NAMES = {"backward", "grad", "vjp", "jvp", "jacobian", "hessian", "vmap"}
+Q2 = {"name": "q2", "title": "Derivatives", "points": {"relu_grad": 3, "sigmoid_grad": 3, "tanh_grad": 3}}
 
 
 def autograd_derivative(fn):
@@ -110,17 +109,16 @@ def score_q2(inputs, outputs, meta):
     for name, fn in REFERENCE_ACTIVATIONS.items():
         test = f"{name}_grad"
         problems = activation_problems("q2", test, autograd_derivative(fn), inputs, outputs, meta)
-        calls = meta.get(f"q2.{test}.torch_calls")
-        used = sorted(set(calls) & AUTOGRAD_NAMES) if isinstance(calls, list) else []
-        if used:
-            problems.append(f"{test} uses autograd ({', '.join(used)}); write the derivative in closed form")
+        used = banned_calls.autograd_used(as_names(meta.get(f"q2.{test}.torch_calls")))
+        if used:  # the same rule and words as the public check
+            problems.append(banned_calls.uses_autograd(test, used))
         problem = scoring.first_problem(problems)
         verdicts[test] = (problem is None, problem)
     return verdicts
 
 
 # Hidden tests of Question 3 (autograder only).
-Q3 = {"name": "q3", "title": "Two affine layers are one", "points": {"collapse": 15}}
+Q3 = {"name": "q3", "title": "Two affine layers are one", "points": {"collapse": 8}}
 # (d, h, q, dtype, scale): inputs (d features), hidden units, outputs.
 COLLAPSE_CASES = [(4, 5, 3, "float32", 1.0), (1, 1, 1, "float64", 1.0), (784, 256, 10, "float32", 0.05),
                   (3, 7, 2, "float64", 10.0), (6, 4, 1, "float32", 3.0)]
@@ -165,21 +163,30 @@ def score_q3(inputs, outputs, meta):
 
 
 # Hidden tests of Question 4 (autograder only).
-Q4 = {"name": "q4", "title": "The MLP model", "points": {"parameters": 8, "initialisation": 7, "forward": 10}}
+Q4 = {"name": "q4", "title": "The MLP model", "points": {"parameters": 6, "initialisation": 5, "forward": 9}}
 PARAMETER_NAMES = ("W1", "b1", "W2", "b2")
-# name: (constructor keyword arguments, dtype the model is converted to for the forward test)
-MODEL_CASES = {"default": ({}, "float32"),
-               "small": ({"num_inputs": 12, "num_outputs": 3, "num_hiddens": 5}, "float64"),
-               "init": ({"num_inputs": 300, "num_outputs": 20, "num_hiddens": 100, "sigma": 0.1}, "float32")}
+# name: (constructor arguments, dtype the model is converted to for the forward test). num_inputs, num_outputs,
+# num_hiddens and lr are passed by position (d2l's order), sigma by name.
+MODEL_CASES = {"default": ({"num_inputs": 784, "num_outputs": 10, "num_hiddens": 256, "lr": 0.1}, "float32"),
+               "small": ({"num_inputs": 12, "num_outputs": 3, "num_hiddens": 5, "lr": 0.1}, "float64"),
+               "init": ({"num_inputs": 300, "num_outputs": 20, "num_hiddens": 100, "lr": 0.1, "sigma": 0.1},
+                        "float32")}
+POSITIONAL = ("num_inputs", "num_outputs", "num_hiddens", "lr")
 # No empty batch here: torch cannot reshape 0 elements to (-1, num_inputs), and the lab does not ask for it.
 FORWARD_CASES = {"default": {"images5": (5, 1, 28, 28), "images1": (1, 1, 28, 28), "flat3": (3, 784)},
                  "small": {"flat4": (4, 12), "flat1": (1, 12)}}
-FORWARD_TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-10, "atol": 1e-12}}
+FORWARD_TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-8, "atol": 1e-10}}
 
 
 def model_sizes(kwargs):
     return (kwargs.get("num_inputs", 784), kwargs.get("num_hiddens", 256), kwargs.get("num_outputs", 10),
             kwargs.get("sigma", 0.01))
+
+
+def model_call(kwargs):
+    """'MLPScratch(12, 3, 5, 0.1, sigma=0.1)': how the feedback names the model the hidden test built."""
+    args = [repr(kwargs[name]) for name in POSITIONAL] + [f"{k}={v!r}" for k, v in kwargs.items() if k not in POSITIONAL]
+    return f"MLPScratch({', '.join(args)})"
 
 
 def parameter_shapes(kwargs):
@@ -191,7 +198,7 @@ def inputs_q4(rng):
     inputs = {"q4.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
     for case, (kwargs, dtype) in MODEL_CASES.items():
         for key, value in kwargs.items():
-            inputs[f"q4.{case}.kwarg.{key}"] = np.array(value, dtype=np.float64 if key == "sigma" else np.int64)
+            inputs[f"q4.{case}.kwarg.{key}"] = np.array(value, dtype=np.float64 if key in ("lr", "sigma") else np.int64)
         inputs[f"q4.{case}.dtype64"] = np.array(dtype == "float64")
         if case not in FORWARD_CASES:
             continue
@@ -212,8 +219,9 @@ def harvest_q4(rec, inputs):
     with _CkSwap(rec.ns, reference):
         for case in cases:
             kwargs = {k.split(".")[-1]: inputs[k].item() for k in inputs if k.startswith(f"q4.{case}.kwarg.")}
+            args = [kwargs.pop(name) for name in ("num_inputs", "num_outputs", "num_hiddens", "lr")]
             torch.manual_seed(int(inputs["q4.seed"]))
-            ok, model = rec.run(f"q4.{case}.model", "MLPScratch", **kwargs)
+            ok, model = rec.run(f"q4.{case}.model", "MLPScratch", *args, **kwargs)
             if not ok:
                 continue
             info = {"is_module": isinstance(model, torch.nn.Module), "parameters": []}
@@ -253,7 +261,7 @@ def reference_forward(X, W1, b1, W2, b2):
 
 
 def param_problems(case, kwargs, outputs, meta):
-    what = f"MLPScratch({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    what = model_call(kwargs)
     problem = scoring.call_problem(what, f"q4.{case}.model", meta)
     if problem:
         return [problem]
@@ -277,7 +285,7 @@ def param_problems(case, kwargs, outputs, meta):
 
 
 def init_problems(case, kwargs, outputs, meta):
-    what = f"MLPScratch({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    what = model_call(kwargs)
     problem = scoring.call_problem(what, f"q4.{case}.model", meta)
     if problem:
         return [problem]
@@ -306,7 +314,7 @@ def init_problems(case, kwargs, outputs, meta):
 
 
 def forward_problems(case, kwargs, dtype, inputs, outputs, meta):
-    what = f"MLPScratch({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    what = model_call(kwargs)
     problem = scoring.call_problem(what, f"q4.{case}.model", meta)
     if problem is None and f"q4.{case}.set" in meta:
         problem = f"{what}: " + meta[f"q4.{case}.set"].get("error", "its parameters could not be set")
@@ -335,63 +343,233 @@ def score_q4(inputs, outputs, meta):
     return verdicts
 
 
-# Hidden tests of Question 5 (autograder only). The grader measures the test accuracy itself.
-Q5 = {"name": "q5", "title": "Training on Fashion-MNIST", "points": {"accuracy": 25}}
-GOAL_ACCURACY = 0.80
-BUDGET = {"NUM_EPOCHS": 2, "BATCH_SIZE": 256}
-TRAINED_SHAPES = {"W1": (784, 256), "b1": (256,), "W2": (256, 10), "b2": (10,)}
+# Hidden tests of Question 5 (autograder only). The reference gradients come from autograd, in float64.
+Q5 = {"name": "q5", "title": "The backward pass",
+      "points": {"output_layer": 8, "hidden_layer": 9, "numerical_gradient": 5, "relative_error": 3}}
+# (n examples, d inputs, h hidden, q outputs, activation, dtype)
+BACKWARD_CASES = [(4, 5, 3, 2, "relu", "float64"), (1, 3, 4, 5, "sigmoid", "float64"),
+                  (16, 20, 8, 10, "tanh", "float64"), (8, 784, 32, 10, "relu", "float32"),
+                  (6, 7, 5, 4, "sigmoid", "float32")]
+BACKWARD_TOLERANCES = {"float64": {"rtol": 1e-6, "atol": 1e-8}, "float32": {"rtol": 1e-3, "atol": 1e-5}}
+GRADIENT_NAMES = ("dW1", "db1", "dW2", "db2")
+# numerical_gradient: the functions the harvest differentiates (defined again there), their inputs' shapes
+NUMERICAL_CASES = {"sinx": (7,), "logsumexp": (3, 4), "quartic": (1,)}
+NUMERICAL_TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}
 
 
 def inputs_q5(rng):
-    return {"q5.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
+    inputs = {}
+    for i, (n, d, h, q, _, dtype) in enumerate(BACKWARD_CASES):  # _: the activation
+        inputs[f"q5.case{i}.X"] = rng.standard_normal((n, d)).astype(dtype)
+        inputs[f"q5.case{i}.y"] = rng.integers(0, q, size=n).astype(np.int64)
+        inputs[f"q5.case{i}.activation"] = np.array(("relu", "sigmoid", "tanh").index(_), dtype=np.int64)
+        for name, shape in (("W1", (d, h)), ("b1", (h,)), ("W2", (h, q)), ("b2", (q,))):
+            inputs[f"q5.case{i}.{name}"] = (rng.standard_normal(shape) * 0.5).astype(dtype)
+    for name, shape in NUMERICAL_CASES.items():
+        inputs[f"q5.numerical.{name}"] = rng.uniform(-2, 2, size=shape)
+    pairs = {"equal": (np.arange(6.0).reshape(2, 3),) * 2, "zeros": (np.zeros(4), np.zeros(4)),
+             "random": (rng.standard_normal((5, 3)), rng.standard_normal((5, 3))),
+             "near": (np.array([1.0, -2.0, 3.0]), np.array([1.0, -2.0, 3.0]) + 1e-4 * rng.standard_normal(3))}
+    for name, (a, b) in pairs.items():
+        inputs[f"q5.relerr.{name}.a"], inputs[f"q5.relerr.{name}.b"] = a.astype(np.float64), b.astype(np.float64)
+    return inputs
 
 
 def harvest_q5(rec, inputs):
-    """Send back W1, b1, W2, b2 of the notebook's ``trained_model``. If the notebook has none (question 4
-    unfinished, or training stopped), train the reference MLP with the student's ``train_mlp`` within the
-    budget instead, so that this question is graded on its own."""
+    """Call backward with reference activations and derivatives (graded on its own), noting the torch calls it
+    makes; numerical_gradient on our functions (and x afterwards); relative_error on our pairs."""
     import torch
+    activations = {"relu": (torch.relu, lambda z: (z > 0).to(z.dtype)),
+                   "sigmoid": (torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z))),
+                   "tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2)}
+    reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                 "relu_grad": activations["relu"][1], "sigmoid_grad": activations["sigmoid"][1],
+                 "tanh_grad": activations["tanh"][1]}
+    cases = sorted({k.split(".")[1] for k in inputs if k.startswith("q5.case")})
+    with _CkSwap(rec.ns, reference):
+        for case in cases:
+            act = inputs[f"q5.{case}.activation"] if f"q5.{case}.activation" in inputs else None
+            name = ("relu", "sigmoid", "tanh")[int(act)] if act is not None else "relu"
+            args = [torch.from_numpy(inputs[f"q5.{case}.{n}"].copy()) for n in ("X", "y", "W1", "b1", "W2", "b2")]
+            trace = _ck_torch_calls()
+            ok, out = rec.run(f"q5.{case}.grads", "backward", *args, activation=activations[name][0],
+                              activation_grad=activations[name][1], watch=trace)
+            if ok:
+                rec.record(f"q5.{case}.grads", out)
+            rec.note(f"q5.{case}.torch_calls", sorted(trace.names))
+        functions = {"sinx": lambda x: (torch.sin(x) * x).sum().item(),
+                     "logsumexp": lambda x: torch.logsumexp(x.reshape(-1), 0).item(),
+                     "quartic": lambda x: (x ** 4).sum().item()}
+        for name, f in functions.items():
+            x = torch.from_numpy(inputs[f"q5.numerical.{name}"].copy())
+            rec.call(f"q5.numerical.{name}.grad", "numerical_gradient", f, x)
+            rec.record(f"q5.numerical.{name}.x_after", x)
+        for name in sorted({k.split(".")[2] for k in inputs if k.startswith("q5.relerr.")}):
+            a, b = (torch.from_numpy(inputs[f"q5.relerr.{name}.{s}"].copy()) for s in ("a", "b"))
+            ok, value = rec.run(f"q5.relerr.{name}", "relative_error", a, b)
+            if ok:
+                rec.note(f"q5.relerr.{name}", {"type": type(value).__name__,
+                                               "value": value if type(value) in (float, int) else None})
+
+
+def reference_gradients(i, inputs):
+    """Autograd's (dW1, db1, dW2, db2) for backward case ``i``, in float64."""
+    _, _, _, _, activation, _ = BACKWARD_CASES[i]
+    X, W1, b1, W2, b2 = (torch.from_numpy(inputs[f"q5.case{i}.{n}"].astype(np.float64))
+                         for n in ("X", "W1", "b1", "W2", "b2"))
+    y = torch.from_numpy(inputs[f"q5.case{i}.y"])
+    params = [p.requires_grad_(True) for p in (W1, b1, W2, b2)]
+    act = REFERENCE_ACTIVATIONS[activation]
+    loss = torch.nn.functional.cross_entropy(act(X @ params[0] + params[1]) @ params[2] + params[3], y)
+    return [g.numpy() for g in torch.autograd.grad(loss, params)]
+
+
+def backward_problems(i, inputs, outputs, meta, which):
+    n, d, h, q, activation, dtype = BACKWARD_CASES[i]
+    what = f"backward for {dtype} inputs with n={n}, d={d}, h={h}, q={q} and {activation}"
+    key = f"q5.case{i}.grads"
+    problem = scoring.call_problem(what, key, meta)
+    if problem is None:
+        info = meta[key]
+        if info.get("type") not in ("tuple", "list") or info.get("len") != 4:
+            problem = f"{what} returned a {info.get('type')}; it should return the tuple (dW1, db1, dW2, db2)"
+    if problem is None:
+        expected = reference_gradients(i, inputs)
+        problem = scoring.first_problem(
+            scoring.tensor_problem(f"{GRADIENT_NAMES[j]} of {what}", f"{key}.{j}", outputs, meta, expected[j],
+                                   dtype=dtype, **BACKWARD_TOLERANCES[dtype]) for j in which)
+    used = banned_calls.autograd_used(as_names(meta.get(f"q5.case{i}.torch_calls")))
+    return [problem, banned_calls.uses_autograd("backward", used) if used else None]
+
+
+def numerical_expected(name, x):
+    x = torch.from_numpy(x.copy()).requires_grad_(True)
+    f = {"sinx": lambda v: (torch.sin(v) * v).sum(), "logsumexp": lambda v: torch.logsumexp(v.reshape(-1), 0),
+         "quartic": lambda v: (v ** 4).sum()}[name]
+    (grad,) = torch.autograd.grad(f(x), x)
+    return grad.numpy()
+
+
+def score_q5(inputs, outputs, meta):
+    output_layer, hidden_layer = [], []
+    for i in range(len(BACKWARD_CASES)):
+        output_layer += backward_problems(i, inputs, outputs, meta, (2, 3))
+        hidden_layer += backward_problems(i, inputs, outputs, meta, (0, 1))
+    numerical = []
+    for name in NUMERICAL_CASES:
+        x = inputs[f"q5.numerical.{name}"]
+        what = f"numerical_gradient(f, x) for a {scoring.describe_input(x)}"
+        numerical.append(scoring.tensor_problem(what, f"q5.numerical.{name}.grad", outputs, meta,
+                                                numerical_expected(name, x), dtype="float64", **NUMERICAL_TOLERANCE))
+        after = outputs.get(f"q5.numerical.{name}.x_after")
+        if numerical[-1] is None and (after is None or not np.array_equal(after, x)):
+            numerical.append(f"{what} changed x: each entry must be put back after its two evaluations")
+    relerr = []
+    for name in sorted({k.split(".")[2] for k in inputs if k.startswith("q5.relerr.")}):
+        a, b = inputs[f"q5.relerr.{name}.a"], inputs[f"q5.relerr.{name}.b"]
+        expected = np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12)
+        what = f"relative_error(a, b) for {a.shape} tensors"
+        problem = scoring.call_problem(what, f"q5.relerr.{name}", meta)
+        info = meta.get(f"q5.relerr.{name}")
+        if problem is None and not isinstance(info.get("value"), (int, float)):
+            problem = f"{what} returned a {info.get('type')}; it should return a Python float (use .item())"
+        elif problem is None and not abs(info["value"] - expected) <= 1e-12 + 1e-9 * expected:
+            problem = f"{what}: expected {scoring.fmt(expected)}, got {scoring.fmt(info['value'])}"
+        relerr.append(problem)
+    verdicts = {}
+    for test, problems in (("output_layer", output_layer), ("hidden_layer", hidden_layer),
+                           ("numerical_gradient", numerical), ("relative_error", relerr)):
+        problem = scoring.first_problem(problems)
+        verdicts[test] = (problem is None, problem)
+    return verdicts
+
+
+# Hidden tests of Question 6 (autograder only). The grader trains a fresh reference MLP with the student's
+# train_mlp within the budget (enforced by the data it hands over), then measures the test accuracy itself.
+Q6 = {"name": "q6", "title": "Training on Fashion-MNIST", "points": {"losses": 6, "accuracy": 20}}
+GOAL_ACCURACY = 0.75
+BUDGET_EPOCHS, BUDGET_BATCH_SIZE, DEFAULT_LR = 2, 256, 0.1
+TRAINED_SHAPES = {"W1": (784, 256), "b1": (256,), "W2": (256, 10), "b2": (10,)}
+
+
+def inputs_q6(rng):
+    return {"q6.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
+
+
+def harvest_q6(rec, inputs):
+    """Train a fresh reference MLP (d2l's MLPScratch, 784-256-10, sigma=0.01) with the notebook's ``train_mlp``
+    and ``LR`` on data that holds exactly 2 epochs of minibatches of 256; send back what train_mlp returned and
+    the trained W1, b1, W2, b2. The notebook's own model and budget constants are not used."""
+    import math
+    import torch
+    import coursekit
+    epochs, batch_size = 2, 256
     ns = rec.ns
-    names = ("W1", "b1", "W2", "b2")
-    budget = {}
-    for name in ("NUM_EPOCHS", "BATCH_SIZE", "LR"):
-        value = ns.get(name)
-        budget[name] = value if type(value) in (int, float) else repr(value)[:40]
-    rec.note("q5.budget", budget)
-    model = ns.get("trained_model")
-    if isinstance(model, torch.nn.Module) and all(isinstance(getattr(model, n, None), torch.Tensor) for n in names):
-        rec.note("q5.source", "notebook")
-    else:
-        rec.note("q5.source", "harvest")
+    lr = ns.get("LR")
+    lr = float(lr) if type(lr) in (int, float) and 0 < lr <= 10 else 0.1
+    rec.note("q6.lr", lr)
 
-        class ReferenceMLP(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.W1 = torch.nn.Parameter(torch.randn(784, 256) * 0.01)
-                self.b1 = torch.nn.Parameter(torch.zeros(256))
-                self.W2 = torch.nn.Parameter(torch.randn(256, 10) * 0.01)
-                self.b2 = torch.nn.Parameter(torch.zeros(10))
+    class ReferenceMLP(torch.nn.Module):
+        def __init__(self, num_inputs, num_outputs, num_hiddens, lr, sigma=0.01):
+            super().__init__()
+            self.num_inputs, self.lr = num_inputs, lr
+            self.W1 = torch.nn.Parameter(torch.randn(num_inputs, num_hiddens) * sigma)
+            self.b1 = torch.nn.Parameter(torch.zeros(num_hiddens))
+            self.W2 = torch.nn.Parameter(torch.randn(num_hiddens, num_outputs) * sigma)
+            self.b2 = torch.nn.Parameter(torch.zeros(num_outputs))
 
-            def forward(self, X):
-                return torch.relu(X.reshape(len(X), 784) @ self.W1 + self.b1) @ self.W2 + self.b2
+        def forward(self, X):
+            return torch.relu(X.reshape(-1, self.num_inputs) @ self.W1 + self.b1) @ self.W2 + self.b2
 
-        train = ns.get("train_mlp")
-        if not callable(train):
-            rec.meta["q5.train"] = {"error": "NameError: 'train_mlp' is not defined in the notebook"}
-            return
-        import coursekit
-        lr = budget["LR"] if type(budget["LR"]) in (int, float) and budget["LR"] > 0 else 0.1
-        torch.manual_seed(int(inputs["q5.seed"]))
-        model = ReferenceMLP()
-        data = coursekit.FashionMNIST(batch_size=256)
-        reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
-        with _CkSwap(ns, reference):
-            ok, _ = rec.run("q5.train", train, model, data, num_epochs=2, lr=lr)
-        if not ok:
-            return
-        rec.note("q5.train", {"ok": True})
-    for name in names:
-        rec.call(f"q5.{name}", getattr, model, name)
+    class BudgetData:
+        """Fashion-MNIST's training minibatches, at most ``epochs`` passes' worth in all; no held-out data."""
+
+        def __init__(self):
+            self.data = coursekit.FashionMNIST(batch_size=batch_size)
+            self.batch_size = batch_size
+            self.batches_left = epochs * math.ceil(len(self.data.train) / batch_size)
+
+        def train_dataloader(self):
+            budget = self
+
+            class Loader:
+                def __len__(self):
+                    return len(budget.data.train_dataloader())
+
+                def __iter__(self):
+                    for batch in budget.data.train_dataloader():
+                        if budget.batches_left <= 0:
+                            raise RuntimeError(f"the training budget is {epochs} epochs of minibatches of "
+                                               f"{batch_size}: train_mlp asked for more (num_epochs={epochs})")
+                        budget.batches_left -= 1
+                        yield batch
+            return Loader()
+
+        def val_dataloader(self):
+            raise RuntimeError("the grader's data has no validation or test set: train_mlp trains on "
+                               "data.train_dataloader() only")
+
+    train = ns.get("train_mlp")
+    if not callable(train):
+        rec.meta["q6.train"] = {"error": "NameError: 'train_mlp' is not defined in the notebook"}
+        return
+    torch.manual_seed(int(inputs["q6.seed"]))
+    model = ReferenceMLP(784, 10, 256, lr=lr)
+    data = BudgetData()
+    reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+    with _CkSwap(ns, reference):
+        ok, returned = rec.run("q6.train", train, model, data, num_epochs=epochs, lr=lr)
+    if not ok:
+        return
+    kind = type(returned)
+    values = list(returned) if kind in (list, tuple) else None
+    rec.note("q6.train", {"ok": True, "type": getattr(kind, "__name__", "?")[:60],
+                          "len": len(values) if values is not None else None,
+                          "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values[:8]] if values else [],
+                          "values": [v if type(v) in (int, float) and math.isfinite(v) else None
+                                     for v in values[:8]] if values else []})
+    for name in ("W1", "b1", "W2", "b2"):
+        rec.call(f"q6.{name}", getattr, model, name)
 
 
 _TEST_SET = {}
@@ -407,41 +585,43 @@ def fashion_mnist_test_set():
     return _TEST_SET["X"], _TEST_SET["y"]
 
 
-def score_q5(inputs, outputs, meta):
-    source = meta.get("q5.source")
-    origin = ("the notebook's trained_model" if source == "notebook"
-              else "the reference MLP trained by your train_mlp (the notebook had no trained_model)")
-    problem = scoring.call_problem("train_mlp", "q5.train", meta) if source == "harvest" else None
-    if source not in ("notebook", "harvest"):
-        problem = "no trained model came back (the notebook stopped before the training cell?)"
-    budget = meta.get("q5.budget") if isinstance(meta.get("q5.budget"), dict) else {}
-    if problem is None and source == "notebook":
-        epochs, batch = budget.get("NUM_EPOCHS"), budget.get("BATCH_SIZE")
-        if type(epochs) is not int or type(batch) is not int or not (1 <= epochs <= BUDGET["NUM_EPOCHS"]) \
-                or batch < BUDGET["BATCH_SIZE"]:
-            problem = (f"the training budget is NUM_EPOCHS <= {BUDGET['NUM_EPOCHS']} and BATCH_SIZE = "
-                       f"{BUDGET['BATCH_SIZE']}; the notebook has NUM_EPOCHS={epochs}, BATCH_SIZE={batch}")
-    weights = {}
+def score_q6(inputs, outputs, meta):
+    origin = "the reference MLP trained by your train_mlp"
+    problem = scoring.call_problem("train_mlp", "q6.train", meta)
+    if problem is not None:
+        return {"losses": (False, problem), "accuracy": (False, problem)}
+    info = meta["q6.train"]
+    losses_problem = None
+    if info.get("type") not in ("list", "tuple") or info.get("len") != BUDGET_EPOCHS:
+        losses_problem = (f"train_mlp(model, data, num_epochs={BUDGET_EPOCHS}, lr) should return a list of "
+                          f"{BUDGET_EPOCHS} floats, one per epoch; it returned a {info.get('type')}"
+                          + (f" of {info.get('len')} items" if info.get("len") is not None else ""))
+    elif info.get("item_types") != ["float"] * BUDGET_EPOCHS:
+        losses_problem = (f"train_mlp should return Python floats (loss.item()), one per epoch; its list holds "
+                          f"{', '.join(info.get('item_types') or [])}")
+    elif any(v is None for v in info.get("values", [None])):
+        losses_problem = "train_mlp returned a loss that is nan or inf: training diverged (learning rate too high?)"
+    weights, problem = {}, None
     for name, shape in TRAINED_SHAPES.items():
-        if problem is not None:
-            break
-        key = f"q5.{name}"
+        key = f"q6.{name}"
         problem = scoring.call_problem(f"{name} of {origin}", key, meta)
         if problem is None:
-            info, value = meta[key], outputs.get(key)
-            if value is None or value.shape != shape or info.get("dtype") != "torch.float32" \
-                    or value.dtype != np.float32:
-                problem = (f"{name} of {origin} should be a float32 tensor of shape {shape}; got "
-                           f"{info.get('type')} {info.get('dtype', '')} {tuple(info.get('shape', ()))}")
+            value = outputs.get(key)
+            if value is None or value.shape != shape or value.dtype != np.float32:
+                problem = f"{name} of {origin} could not be read back as a float32 tensor of shape {shape}"
             elif not np.isfinite(value).all():
                 problem = f"{name} of {origin} contains nan or inf: training diverged (learning rate too high?)"
             else:
                 weights[name] = torch.from_numpy(value)
-    if problem is not None:
-        return {"accuracy": (False, problem)}
-    X, y = fashion_mnist_test_set()
-    with torch.no_grad():
-        logits = torch.clamp(X @ weights["W1"] + weights["b1"], min=0) @ weights["W2"] + weights["b2"]
-        accuracy = (logits.argmax(dim=1) == y).double().mean().item()
-    message = f"test accuracy {accuracy:.3f} of {origin}; at least {GOAL_ACCURACY:.2f} is needed"
-    return {"accuracy": (accuracy >= GOAL_ACCURACY, message)}
+        if problem is not None:
+            break
+    if problem is None:
+        X, y = fashion_mnist_test_set()
+        with torch.no_grad():
+            logits = torch.clamp(X @ weights["W1"] + weights["b1"], min=0) @ weights["W2"] + weights["b2"]
+            accuracy = (logits.argmax(dim=1) == y).double().mean().item()
+        verdict = (accuracy >= GOAL_ACCURACY, f"test accuracy {accuracy:.3f} of {origin} (2 epochs, minibatches of "
+                                              f"256, lr={meta.get('q6.lr')}); at least {GOAL_ACCURACY:.2f} is needed")
+    else:
+        verdict = (False, problem)
+    return {"losses": (losses_problem is None, losses_problem), "accuracy": verdict}
