@@ -105,10 +105,12 @@ def plot_activation(name: str = "relu", x_min: float = -6.0, x_max: float = 6.0,
     ax_f.plot(x.numpy(), act(x).numpy(), color="C0")
     ax_f.set_title(f"{act.name}(x) = {act.formula}" if act.formula else f"{act.name}(x)")
     ax_f.set_xlabel("x")
+    ax_f.set_ylabel(f"{act.name}(x)")
     ax_d.plot(x.numpy(), act.grad(x).numpy(), color="C1", label="closed form")
     ax_d.plot(x_dots.detach().numpy(), x_dots.grad.numpy(), "k.", markersize=4, label="autograd")
     ax_d.set_title(f"derivative of {act.name}")
     ax_d.set_xlabel("x")
+    ax_d.set_ylabel(f"{act.name}'(x)")
     ax_d.legend(loc="best", fontsize="small")
     for ax in (ax_f, ax_d):
         ax.grid(True, alpha=0.4)

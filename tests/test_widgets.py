@@ -29,6 +29,7 @@ def test_plot_activation_draws_function_derivative_and_autograd(name):
     xd, dots = ax_d.lines[1].get_data()   # autograd dots sit on the closed-form line
     torch.testing.assert_close(torch.as_tensor(dots), act.grad(torch.as_tensor(xd)))
     assert act.name in ax_f.get_title()
+    assert ax_f.get_ylabel() == f"{act.name}(x)" and ax_d.get_ylabel() == f"{act.name}'(x)"
     assert widgets._figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
