@@ -110,7 +110,8 @@ def test_run_autograder_in_a_local_autograder_layout(tmp_path, bundle):
     res = json.loads((root / "results" / "results.json").read_text())
     validate_results(res)
     assert res["score"] == 100.0
-    assert [t["name"].split()[0] for t in res["tests"]] == ["q1", "q2", "q3", "q4", "q5"]
+    questions = json.loads((REPO / "lab" / "autograder" / "spec.json").read_text())["questions"]
+    assert [t["name"].split()[0] for t in res["tests"]] == [q["name"] for q in questions]
     assert all(t["score"] == t["max_score"] for t in res["tests"])
 
 
