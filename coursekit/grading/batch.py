@@ -188,8 +188,10 @@ def grade_submission(sub: Submission, spec, limits, seed: int, staging: Path, in
         shutil.rmtree(folder, ignore_errors=True)
     data = grade.as_dict()
     data["notes"] = list(sub.notes) + list(data.get("notes") or [])
-    data.setdefault("flags", [])
-    return _with_feedback(_scrub(data, list(internal) + [str(folder)])), handed_in.sha256
+    flags = data.pop("flags", None) or []          # the instructor's: quoted as the student wrote them
+    data = _scrub(data, list(internal) + [str(folder)])
+    data["flags"] = flags
+    return _with_feedback(data), handed_in.sha256
 
 
 def _fingerprint(sub: Submission) -> str:
