@@ -153,6 +153,9 @@ def _make_shell():
     return GradingShell.instance(config=config)
 
 
+_SHELL = [None]     # made once in the server (never runs a cell there): each job's fork starts from a fresh one
+
+
 def _wait_for_nonce(ctl_fd, timeout: float) -> bytes | None:
     """The grader's nonce (hex line) from the control FIFO, or None if none came."""
     want = protocol.NONCE_BYTES * 2 + 1
@@ -182,7 +185,7 @@ def run_job(spec: JobSpec, inputs_bytes: bytes, results_fd: int, ctl_fd: int, ki
     # past RLIMIT_FSIZE a write fails with an OSError in the cell instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     sys.argv = ["notebook"]
-    shell = _make_shell()
+    shell = _SHELL[0] or _make_shell()
     from IPython.display import display
     ns = shell.user_ns
     ns.update({"__name__": "__main__", "__builtins__": builtins, "display": display})
@@ -315,6 +318,10 @@ def _preload():
     except Exception:      # noqa: BLE001
         pass
     try:
+        _SHELL[0] = _make_shell()
+    except Exception as exc:      # noqa: BLE001 (each job then makes its own)
+        print(f"IPython shell not preloaded: {exc}", file=sys.stderr)
+    try:
         import coursekit
         coursekit.load_fashion_mnist(download=False)
     except Exception as exc:      # noqa: BLE001
@@ -358,18 +365,29 @@ def _mount(src, target, fstype, flags, data=None):
                       data.encode() if data else None), f"mount {target}")
 
 
-def _enter_namespaces():
-    """A PID and a mount namespace of its own; returns in the child, which is process 1 there. The parent
-    waits for it and exits with its status: when process 1 dies, the kernel kills all the others."""
-    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+class PidNamespaces:
+    """A new PID namespace for each job, made by the server itself: ``unshare(CLONE_NEWPID)`` before the fork
+    (the child is process 1 of the new namespace), then ``setns`` back to its own for the next job. No extra
+    process between the server and the job: forking the warm server is the expensive part of a job."""
+
+    def __init__(self):
+        self.own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+
+    def fork(self) -> int:
+        libc = _libc()
+        _check(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:        # the server: back to its own namespace, so that the next job gets a new one
+                _check(libc.setns(self.own, CLONE_NEWPID), "setns")
+        return pid
+
+
+def _enter_mount_namespace():
+    _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)      # nothing mounted here shows outside
-    pid = os.fork()
-    if pid:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(code if code >= 0 else 128 - code)
 
 
 def _private_mounts(cmd: ServerCommand):
@@ -417,7 +435,7 @@ def _job_process(cmd: ServerCommand, isolate: bool):
         results = os.open(f"{folder}/{protocol.RESULTS_FILE}", os.O_WRONLY | os.O_NOFOLLOW)
         ctl = os.open(f"{folder}/{protocol.CONTROL_FIFO}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         if isolate:
-            _enter_namespaces()
+            _enter_mount_namespace()
             _private_mounts(cmd)
         for name, value in cmd.rlimits.items():
             resource.setrlimit(getattr(resource, name), (value, value))
@@ -448,19 +466,22 @@ def _job_process(cmd: ServerCommand, isolate: bool):
     os._exit(0)
 
 
-def _namespaces_work() -> str:
-    """'' if a forked child can enter its own PID and mount namespaces here, else why not."""
-    pid = os.fork()
+def _namespaces_work(namespaces: PidNamespaces) -> str:
+    """'' if a forked child can be process 1 of its own PID namespace, with its own mounts, here."""
+    try:
+        pid = namespaces.fork()
+    except OSError as exc:
+        return str(exc)
     if pid == 0:
         try:
-            _enter_namespaces()
+            _enter_mount_namespace()
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            os._exit(0)
+            os._exit(0 if os.getpid() == 1 else 2)
         except BaseException as exc:        # noqa: BLE001
             os.write(2, f"{exc}\n".encode())
             os._exit(1)
     _, status = os.waitpid(pid, 0)
-    return "" if os.waitstatus_to_exitcode(status) == 0 else "unshare(CLONE_NEWPID|CLONE_NEWNS) failed"
+    return "" if os.waitstatus_to_exitcode(status) == 0 else "a job cannot have its own PID and mount namespaces"
 
 
 def serve():
@@ -472,8 +493,13 @@ def serve():
     def report(reply: ServerReply):
         os.write(out, reply.to_line())
 
+    namespaces = None
     if isolate:
-        why = _namespaces_work()
+        try:
+            namespaces = PidNamespaces()
+            why = _namespaces_work(namespaces)
+        except OSError as exc:
+            why = str(exc)
         if why:
             report(ServerReply("failed", job_id=why))
             return
@@ -503,7 +529,7 @@ def serve():
             if not line.strip():
                 continue
             cmd = ServerCommand.from_line(line)
-            pid = os.fork()
+            pid = namespaces.fork() if namespaces else os.fork()
             if pid == 0:
                 os.close(out)
                 _job_process(cmd, isolate)

@@ -53,6 +53,13 @@ class Limits:
         if self.max_restarts < 0:
             raise ValueError(f"Limits.max_restarts must be >= 0, got {self.max_restarts!r}")
 
+    @classmethod
+    def from_times(cls, cell_timeout: float, submission_timeout: float, memory_mb: int | None = None) -> "Limits":
+        """The limits for a cell's and a submission's time (what ``coursekit grade`` asks for), the rest default.
+        The harvest keeps its default time: it may retrain with the student's code, whatever a cell may take."""
+        extra = {} if memory_mb is None else {"memory_mb": memory_mb}
+        return cls(cell_timeout=cell_timeout, submission_timeout=submission_timeout, **extra)
+
     @property
     def cell_grace(self) -> float:
         """After a cell's soft limit (an exception raised in it), time to unwind before the process is killed."""
