@@ -186,7 +186,7 @@ def student_environment(text: str, editable: bool) -> str:
     return "\n".join(kept).rstrip("\n") + "\n"
 
 
-def student_pyproject(repo: Path, packages: list[str]) -> str:
+def student_pyproject(repo: Path, packages: list[str], package_data: dict[str, list[str]]) -> str:
     project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     deps = ", ".join(json.dumps(d) for d in project.get("dependencies", []))
     return (
@@ -198,6 +198,9 @@ def student_pyproject(repo: Path, packages: list[str]) -> str:
         f'dependencies = [{deps}]\n\n'
         '[tool.setuptools]\n# Only the modules the lectures and the lab import are part of this edition.\n'
         f'packages = [{", ".join(json.dumps(p) for p in packages)}]\n\n'
+        + ("[tool.setuptools.package-data]\n" + "".join(
+            f'{json.dumps(p)} = [{", ".join(json.dumps(n) for n in names)}]\n' for p, names in package_data.items())
+           + "\n" if package_data else "") +
         '[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n'
     )
 
@@ -240,6 +243,14 @@ def edition_files(repo: Path = REPO, keep_outputs: bool = True) -> dict[str, tup
         path = _module_file(repo, module)
         add(path.relative_to(repo).as_posix(), path.read_bytes())
     packages = sorted(m for m in modules if _module_file(repo, m).name == "__init__.py")
+    # Files a package reads beside its modules (a widget's .js and .css): those of the packages that go in.
+    package_data = {}
+    for package in packages:
+        folder = _module_file(repo, package).parent
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")
+                           and not p.name.startswith(".")):
+            add(path.relative_to(repo).as_posix(), path.read_bytes())
+            package_data.setdefault(package, []).append(path.name)
 
     for rel, path in templates.items():
         add(rel, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644)
@@ -248,7 +259,7 @@ def edition_files(repo: Path = REPO, keep_outputs: bool = True) -> dict[str, tup
     add("requirements.txt", student_requirements(requirements))
     add("environment.yml", student_environment(environment, editable=True))
     add(".binder/environment.yml", student_environment(environment, editable=False))
-    add("pyproject.toml", student_pyproject(repo, packages))
+    add("pyproject.toml", student_pyproject(repo, packages, package_data))
     add("nbval_sanitize.cfg", (repo / "tests" / "nbval_sanitize.cfg").read_bytes())
     add(MARKER, "This folder is a student edition written by `coursekit release`; "
                 "running it again here adds a commit.\n")

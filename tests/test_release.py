@@ -427,3 +427,52 @@ def test_a_notebook_completed_from_the_release_gets_full_marks_from_coursekit_gr
     rows = list(csv.DictReader(open(tmp_path / "grades" / "gradebook.csv", newline="")))
     assert len(rows) == 1, rows
     assert float(rows[0]["total"]) == spec["total"] == 100, rows
+
+
+# ------------------------------------------------------------------------------------------ Binder
+REPO2DOCKER = "jupyter-repo2docker==2026.4.0"
+
+
+def test_binder_files_install_the_pins_first_and_the_package_after_the_copy(edition):
+    """repo2docker installs .binder/environment.yml before it copies the repository (jupyterhub/repo2docker#1265),
+    so that file holds the pins without `-e .`, and postBuild installs the package, as `make setup` does."""
+    binder = (edition / ".binder" / "environment.yml").read_text()
+    assert "-e ." not in binder
+    pins = lambda text: {release._pin_name(l): l.strip().lstrip("- ") for l in text.splitlines() if release._pin_name(l)}
+    assert pins(binder) == pins((edition / "requirements.txt").read_text())
+    assert "python=3.11" in binder
+    post_build = (edition / ".binder" / "postBuild").read_text()
+    assert post_build.startswith("#!/bin/bash") and os.access(edition / ".binder" / "postBuild", os.X_OK)
+    assert "pip install --no-deps --no-build-isolation -e ." in post_build
+    assert "pip install --quiet --no-deps --no-build-isolation -e ." in (edition / "Makefile").read_text()
+
+
+@pytest.mark.slow
+def test_repo2docker_builds_the_edition_in_the_right_order(edition, tmp_path):
+    """repo2docker (in a throwaway venv, not the course's) prints the Dockerfile it would build for the edition,
+    without Docker: the environment from .binder/environment.yml on Python 3.11, then the repository, then
+    postBuild."""
+    venv = tmp_path / "r2d"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", REPO2DOCKER], capture_output=True, text=True)
+    if installed.returncode:
+        skip_or_fail(f"could not install {REPO2DOCKER} from the package index: {installed.stderr[-500:]}")
+    done = subprocess.run([str(venv / "bin" / "repo2docker"), "--no-build", "--debug", str(edition)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    dockerfile = done.stdout + done.stderr
+    lines = dockerfile.splitlines()
+
+    def first(pattern: str) -> int:
+        found = [i for i, line in enumerate(lines) if pattern in line]
+        assert found, f"{pattern!r} not in repo2docker's Dockerfile:\n{dockerfile[-3000:]}"
+        return found[0]
+
+    assert "Building conda environment for python=3.11" in dockerfile
+    env_copy = first("COPY --chown=0:0 src/.binder/environment.yml")
+    env_install = first('env update -p ${NB_PYTHON_PREFIX} --file ".binder/environment.yml"')
+    repo_copy = first("COPY --chown=0:0 src/ ${REPO_DIR}/")
+    post_build = first("RUN ./.binder/postBuild")
+    assert env_copy < env_install < repo_copy < post_build
+    # Nothing of the repository's root configuration is used instead (.binder/ takes precedence).
+    assert "src/environment.yml" not in dockerfile and "src/requirements.txt" not in dockerfile
