@@ -399,5 +399,5 @@ def plot_seed_comparison(labels: Sequence[str], results, xlabel: str, ylabel: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="best", fontsize="small")  # wherever it hides neither the points nor the reference line
     return ax
