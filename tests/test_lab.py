@@ -85,6 +85,21 @@ def test_student_notebook_has_stubs_and_no_solutions_or_hidden_tests(source_nb):
     assert all(c.outputs == [] or c.execution_count for c in nb.cells if c.cell_type == "code")
 
 
+def test_template_cells_the_grader_replaces_are_the_self_checks_and_the_training_run(spec, source_nb):
+    cells = spec.template_cells
+    student = nbformat.read(STUDENT, as_version=4)
+    by_id = {c.id: c.source for c in student.cells}
+    assert cells == {**{by_id[f"{q}-check"]: "" for q in POINTS},
+                     by_id["q6-train"]: "NUM_EPOCHS = 2\nBATCH_SIZE = 256\nLR = 0.1\n"}
+    assert "grader-skip" not in STUDENT.read_text(encoding="utf-8")     # the student notebook is unchanged
+    # nothing the harvest needs is defined only there: no def/class, no solution
+    bad = nbformat.reads(nbformat.writes(source_nb), as_version=4)
+    cell = next(c for c in bad.cells if c.id == "q6-train")
+    cell.source += "\n\ndef helper():\n    pass\n"
+    with pytest.raises(assign.AssignError, match="cannot define functions"):
+        assign.grader_skip_cells(bad)
+
+
 def test_strip_solutions_keeps_signature_and_names_the_method():
     src = ("class M:\n    def f(self, x):\n        y = 1\n        ### BEGIN SOLUTION\n        return x + y\n"
            "        ### END SOLUTION\n\n\ndef g(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION")
@@ -302,8 +317,34 @@ def graded_notebooks(tmp_path_factory):
     for q in POINTS:
         paths[f"only-{q}"] = folder / f"only_{q}.ipynb"
         paths[f"only-{q}"].write_text(assign.dumps(assign.student_notebook(source, keep_solutions_for={q})))
+    for name, edited in (("template-cells", False), ("edited-training-cell", True)):
+        paths[name] = folder / f"{name}.ipynb"
+        paths[name].write_text(assign.dumps(_recording_notebook(source, edited)))
     spec = load_spec(LAB / "autograder")
     return run_many({name: (lambda p=p: grade_notebook(p, spec=spec)) for name, p in paths.items()})
+
+
+def _recording_notebook(source, edit_training_cell: bool):
+    """The solved student notebook whose check() and train_mlp record that a notebook cell called them, and whose
+    collapse then fails (q3's 8 points): what the grader runs shows in the points. Its template cells carry
+    trailing whitespace (still unchanged); with ``edit_training_cell``, the training cell trains 0 epochs."""
+    nb = assign.student_notebook(source, keep_solutions_for=set(POINTS))
+    cells = {c.id: c for c in nb.cells}
+    cells["setup"].source += ("\n\nRAN_BY_A_CELL = []\n_check = check\n\n\ndef check(question):\n"
+                              "    RAN_BY_A_CELL.append(question)\n    return _check(question)\n")
+    first_line = "    device = next(model.parameters()).device\n"
+    assert cells["q6-solution"].source.count(first_line) == 1
+    cells["q6-solution"].source = cells["q6-solution"].source.replace(
+        first_line, '    if type(model).__name__ == "MLPScratch":  # the notebook\'s model, not the grader\'s\n'
+                    '        RAN_BY_A_CELL.append("training")\n' + first_line)
+    cells["q3-solution"].source = cells["q3-solution"].source.replace(
+        "    return W1 @ W2", "    if RAN_BY_A_CELL:\n        raise RuntimeError(f'a notebook cell ran: {RAN_BY_A_CELL}')\n"
+        "    return W1 @ W2", 1)
+    for cell_id in ("q1-check", "q6-train"):
+        cells[cell_id].source = cells[cell_id].source.replace("\n", "   \n") + " \t\n\n"
+    if edit_training_cell:
+        cells["q6-train"].source = cells["q6-train"].source.replace("NUM_EPOCHS = 2", "NUM_EPOCHS = 0", 1)
+    return nb
 
 
 @pytest.mark.slow
@@ -330,6 +371,18 @@ def test_one_question_solved_scores_exactly_its_points(graded_notebooks, questio
     grade = graded_notebooks[f"only-{question}"]
     assert grade.status == "ok" and grade.cell_errors == [], grade.feedback_text
     assert grade.points() == {q: (POINTS[q] if q == question else 0) for q in POINTS}, grade.feedback_text
+
+
+@pytest.mark.slow
+def test_grader_runs_stand_ins_for_unchanged_template_cells_and_edited_cells_as_written(graded_notebooks):
+    """The check() cells and the training cell, unchanged (trailing whitespace aside), are not run by the grader
+    (the harvest still trains with the notebook's train_mlp: q6's points); an edited training cell is."""
+    grade = graded_notebooks["template-cells"]
+    assert grade.points() == POINTS and grade.cell_errors == [], grade.feedback_text
+    assert "were not run by the grader" in grade.feedback_text
+    grade = graded_notebooks["edited-training-cell"]
+    assert grade.points() == dict(POINTS, q3=0), grade.feedback_text
+    assert "a notebook cell ran: ['training']" in grade.feedback_text
 
 
 def test_harvest_reads_real_data_even_if_the_notebook_patched_torch(spec, tmp_path):

@@ -9,7 +9,12 @@ The instructor edits only ``lab/source/mlp_lab_solution.ipynb``. In it:
 * code cells tagged ``public-tests`` define ``test_qN_*`` functions that ``check("qN")`` runs; they stay in
   the student notebook (collapsed, read-only);
 * code cells tagged ``hidden-tests`` hold the autograder's tests (see :mod:`coursekit.grading.labspec`); they
-  are removed from the student notebook and written to ``lab/autograder/hidden_tests.py``.
+  are removed from the student notebook and written to ``lab/autograder/hidden_tests.py``;
+* code cells tagged ``grader-skip`` (the ``check("qN")`` self-checks, the training run) are cells whose effects
+  the grade never uses: they stay in the student notebook (without the tag), and ``spec.json`` records their
+  exact template source (``grader_skip``) with a *stand-in*, the cell's top-level literal assignments (e.g.
+  ``LR = 0.1``). The grader runs the stand-in instead of a submitted cell whose source is still the template's
+  (trailing whitespace aside); a cell the student edited runs as written.
 
 Run ``python -m coursekit.grading.assign`` (or ``coursekit assign``) after editing the source. It writes
 
@@ -35,6 +40,8 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit.grading.labspec import normalized_source
+
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SOURCE = REPO / "lab" / "source" / "mlp_lab_solution.ipynb"
 DEFAULT_OUT = REPO / "lab"
@@ -47,7 +54,7 @@ HEADING = re.compile(r"^##\s+Question\s+(?P<number>\d+):\s*(?P<title>.+?)\s*\((?
                      re.MULTILINE)
 TOTAL = re.compile(r"\*\*Total:\s*(?P<points>\d+)\s+points\.?\*\*")
 DEFINITION = re.compile(r"^(?P<indent>[ \t]*)(?:async\s+)?(?P<kind>def|class)\s+(?P<name>\w+)")
-PUBLIC_TAG, HIDDEN_TAG = "public-tests", "hidden-tests"
+PUBLIC_TAG, HIDDEN_TAG, SKIP_TAG = "public-tests", "hidden-tests", "grader-skip"
 KEPT_CELL_METADATA = ("tags", "jupyter", "editable", "deletable")
 NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}}
@@ -133,6 +140,10 @@ def strip_solutions(source: str, where: str = "a cell") -> str:
 def _clean_cell(cell):
     cell = copy.deepcopy(cell)
     cell.metadata = {k: cell.metadata[k] for k in KEPT_CELL_METADATA if k in cell.metadata}
+    if SKIP_TAG in cell.metadata.get("tags", []):      # the grader's business, not the student's
+        cell.metadata["tags"] = [t for t in cell.metadata["tags"] if t != SKIP_TAG]
+        if not cell.metadata["tags"]:
+            del cell.metadata["tags"]
     if cell.cell_type == "code":
         cell.outputs = []
         cell.execution_count = None
@@ -176,6 +187,43 @@ def hidden_tests_source(source_nb) -> str:
     except SyntaxError as exc:
         raise AssignError(f"the hidden-test cells are not valid Python together: {exc}") from exc
     return text
+
+
+def stand_in(source: str, where: str = "a cell") -> str:
+    """What the grader runs instead of an unchanged ``grader-skip`` cell: its top-level assignments of literals
+    to names (``LR = 0.1``), so that the names the harvest may read are what the notebook's run gives them."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise AssignError(f"{where} (tagged {SKIP_TAG!r}) is not valid Python: {exc}") from exc
+    kept = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            try:
+                ast.literal_eval(node.value)
+            except (ValueError, TypeError):
+                continue
+            kept.append(ast.get_source_segment(source, node))
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
+def grader_skip_cells(source_nb) -> list[dict]:
+    """``[{"id", "source", "stand_in"}]`` for each ``grader-skip`` code cell, source as in the student notebook."""
+    cells = []
+    for cell in source_nb.cells:
+        if SKIP_TAG not in _tags(cell):
+            continue
+        where = f"cell {cell.id!r}"
+        if cell.cell_type != "code" or HIDDEN_TAG in _tags(cell) or PUBLIC_TAG in _tags(cell):
+            raise AssignError(f"{where}: only a plain code cell of the student notebook can be tagged {SKIP_TAG!r}")
+        if "### BEGIN SOLUTION" in cell.source:
+            raise AssignError(f"{where}: a cell tagged {SKIP_TAG!r} cannot hold a solution (the grader would skip it)")
+        if any(DEFINITION.match(line) for line in cell.source.split("\n")):
+            raise AssignError(f"{where}: a cell tagged {SKIP_TAG!r} cannot define functions or classes "
+                              "(the grader would skip them)")
+        cells.append({"id": cell.id, "source": normalized_source(cell.source),
+                      "stand_in": stand_in(cell.source, where)})
+    return cells
 
 
 def source_digest(source_nb) -> str:
@@ -223,7 +271,7 @@ def spec_dict(source_nb, hidden_source: str) -> dict:
         if match and int(match["points"]) != total:
             raise AssignError(f"the notebook says 'Total: {match['points']} points' but the questions add up to {total}")
     return {"lab": "mlp_lab", "source": "lab/source/mlp_lab_solution.ipynb", "source_sha256": source_digest(source_nb),
-            "questions": entries, "total": total}
+            "questions": entries, "total": total, "grader_skip": grader_skip_cells(source_nb)}
 
 
 def execute(nb, cwd: Path, timeout: int = 600):

@@ -4,7 +4,8 @@ This module owns grading one submission. Four steps, and only the second runs th
 sandbox, see ``coursekit.grading.runner``; its limits and protocol are ``coursekit.grading.protocol``)::
 
     spec = load_spec("lab/autograder")                                   # 1. grader: hidden tests, inputs
-    result = execute_submission(path, spec.harvest_code, inputs, limits)  # 2. student's process: data back
+    result = execute_submission(path, spec.harvest_code, inputs, limits,  # 2. student's process: data back
+                                template_cells=spec.template_cells)     #    (unchanged template cells: stand-ins)
     questions = spec.score(inputs, result)                                # 3. grader: verdicts from data
     flags = scan_cells(result.sources)                                    # 4. grader: lines to look at
 
@@ -90,7 +91,7 @@ def grade_notebook(path, spec: LabSpec | None = None, limits: Limits | None = No
     path = Path(path)
     spec = spec or load_spec()
     inputs = spec.make_inputs(seed)
-    result = execute_submission(path, spec.harvest_code, inputs, limits=limits)
+    result = execute_submission(path, spec.harvest_code, inputs, limits=limits, template_cells=spec.template_cells)
     questions = spec.score(inputs, result)
     student = student or path.stem
     return SubmissionGrade(

@@ -3,7 +3,9 @@
 ``lab/autograder/`` (written by ``python -m coursekit.grading.assign`` from the solution notebook) holds
 
 * ``spec.json``: the questions, their titles, the points of each hidden test (``tests``: ``[name, points]``
-  pairs, in the order the feedback lists them), the source's hash;
+  pairs, in the order the feedback lists them), the source's hash, and ``grader_skip``: the template cells whose
+  effects the grade never uses (the ``check("qN")`` self-checks, the training run), each with the stand-in the
+  grader runs instead of a submitted cell that is still exactly that template cell (see ``template_cells``);
 * ``hidden_tests.py``: the hidden-test cells of the solution notebook. For each question ``qN`` it
   defines ``QN = {"name", "title", "points": {test: points}}`` and three functions:
 
@@ -60,6 +62,12 @@ class SpecError(RuntimeError):
     """The autograder folder is missing, incomplete or inconsistent (regenerate it with assign)."""
 
 
+def normalized_source(source: str) -> str:
+    """A cell's source without trailing whitespace (each line's and the cell's) and with \\n line ends: what
+    counts as "the same cell as the template's"."""
+    return "\n".join(line.rstrip() for line in source.replace("\r\n", "\n").split("\n")).rstrip()
+
+
 def _question_number(name: str) -> int:
     match = QUESTION_NAME.match(name)
     if not match:
@@ -91,6 +99,12 @@ class LabSpec:
                     raise SpecError(f"{autograder_dir / 'hidden_tests.py'} has no function {prefix}{name}; "
                                     "regenerate the autograder with `python -m coursekit.grading.assign`")
             self._questions.append(entry)
+        cells = spec.get("grader_skip", [])
+        if not isinstance(cells, list) or not all(isinstance(c, dict) and isinstance(c.get("source"), str)
+                                                  and isinstance(c.get("stand_in"), str) for c in cells):
+            raise SpecError(f"{autograder_dir / 'spec.json'}: grader_skip must list {{source, stand_in}} objects; "
+                            "regenerate the autograder with `python -m coursekit.grading.assign`")
+        self._template_cells = {normalized_source(c["source"]): c["stand_in"] for c in cells}
         source = (autograder_dir / "hidden_tests.py").read_text(encoding="utf-8")
         calls = ", ".join(f"({q['name']!r}, harvest_{q['name']})" for q in self._questions)
         self._harvest_code = (
@@ -113,6 +127,14 @@ class LabSpec:
     def version(self) -> str:
         """A short hash of the solution source the autograder was generated from."""
         return str(self.spec.get("source_sha256", ""))[:12]
+
+    @property
+    def template_cells(self) -> dict[str, str]:
+        """``{normalized template source: stand-in source}`` of the lab's ``grader-skip`` cells: a submitted cell
+        whose ``normalized_source`` is a key runs as its stand-in (the template cell's literal assignments,
+        e.g. ``LR = 0.1``), not as itself. Unchanged, such a cell only prints (a self-check) or trains a model
+        the grade does not use (the grader retrains ``train_mlp`` itself); an edited one runs as written."""
+        return dict(self._template_cells)
 
     @property
     def max_total(self) -> int:

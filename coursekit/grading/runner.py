@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from coursekit.grading import protocol, sandbox
+from coursekit.grading.labspec import normalized_source
 from coursekit.grading.protocol import Event, JobSpec, Limits
 
 __all__ = ["ExecutionResult", "Limits", "execute_submission", "notebook_code_cells"]
@@ -252,10 +253,15 @@ def shutdown_server():
             _ZYGOTE[0] = None
 
 
-def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: Limits | None = None) -> ExecutionResult:
+def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: Limits | None = None,
+                       template_cells: dict[str, str] | None = None) -> ExecutionResult:
     """Run a notebook's cells and ``harvest_code`` in the sandbox; return the harvested data. Never raises for
     anything the submission does; a bad notebook file gives status ``invalid-notebook``. Raises
-    ``sandbox.ZygoteError`` only if the grading server itself cannot start or dies (no grade then)."""
+    ``sandbox.ZygoteError`` only if the grading server itself cannot start or dies (no grade then).
+
+    ``template_cells``: ``{normalized source: stand-in}`` (``LabSpec.template_cells``): a cell whose source,
+    trailing whitespace aside, is still such a template cell runs as its stand-in instead (a self-check's output
+    or the notebook's own training run is never graded; the harvest retrains with the student's code)."""
     limits = limits or Limits()
     started = time.monotonic()
     result = ExecutionResult(isolation=sandbox.isolation_mode())
@@ -270,12 +276,30 @@ def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: L
     result.notes = notes
     result.sources = sources
     result.cells_total = len(sources)
+    run_sources, replaced = _with_stand_ins(sources, template_cells or {})
+    if replaced:
+        result.notes.append(f"{len(replaced)} cell(s) left exactly as in the template (the check(...) self-checks, "
+                            "the training run) were not run by the grader: their output is never graded, and the "
+                            "grader trains with your train_mlp itself. An edited cell runs as you wrote it.")
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in inputs.items()})
     with sandbox.UidSlot() as slot:     # on leaving: every process of the job killed and gone, or an error
-        _run_attempts(sources, harvest_code, buf.getvalue(), limits, slot.uid, result)
+        _run_attempts(run_sources, harvest_code, buf.getvalue(), limits, slot.uid, result)
     result.wall_s = time.monotonic() - started
     return result
+
+
+def _with_stand_ins(sources: list[str], template_cells: dict[str, str]) -> tuple[list[str], list[int]]:
+    """The sources to run (unchanged template cells replaced by their stand-ins) and the replaced indices."""
+    if not template_cells:
+        return list(sources), []
+    run, replaced = [], []
+    for i, source in enumerate(sources):
+        stand_in = template_cells.get(normalized_source(source))
+        run.append(source if stand_in is None else stand_in)
+        if stand_in is not None:
+            replaced.append(i)
+    return run, replaced
 
 
 def _make_root_file(path: Path, data: bytes = b""):
