@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -356,7 +357,8 @@ def test_cli_release(tmp_path):
 def _fresh_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    env.update(OMP_NUM_THREADS="1", COURSEKIT_DATA=str(data_dir), MPLBACKEND="Agg")
+    env.update(OMP_NUM_THREADS="1", COURSEKIT_DATA=str(data_dir))
+    env.pop("MPLBACKEND", None)   # the kernels use the inline backend, as in JupyterLab
     return env
 
 
@@ -368,7 +370,13 @@ def test_fresh_environment_from_the_release_alone_runs_lectures_and_self_checks(
         skip_or_fail("python3.11 and make are needed to build the release's own environment")
     student = tmp_path / "student"
     shutil.copytree(edition, student)
-    env = _fresh_env(real_data_dir)
+    try:
+        _build_and_run(student, tmp_path, _fresh_env(real_data_dir))
+    finally:
+        shutil.rmtree(student / ".venv", ignore_errors=True)   # several GB (torch's CUDA build)
+
+
+def _build_and_run(student: Path, tmp_path: Path, env: dict) -> None:
     started = time.monotonic()
     setup = subprocess.run(["make", "setup"], cwd=student, env=env, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
@@ -386,16 +394,21 @@ def test_fresh_environment_from_the_release_alone_runs_lectures_and_self_checks(
     lectures = subprocess.run(["make", "test-lectures"], cwd=student, env=env, capture_output=True, text=True)
     assert lectures.returncode == 0, lectures.stdout[-5000:] + lectures.stderr[-2000:]
     count = len(list((student / "notebooks").glob("*.ipynb")))
-    assert f"failed" not in lectures.stdout.splitlines()[-1], lectures.stdout[-2000:]
-    print(f"{count} lectures under nbval in the release's environment: {time.monotonic() - started:.0f} s")
+    summary = lectures.stdout.strip().splitlines()[-1]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed[1]) >= 3 * count and not re.search(r"failed|error", summary), summary
+    print(f"{count} lectures under nbval in the release's environment ({summary.strip('= ')}): "
+          f"{time.monotonic() - started:.0f} s")
 
     checks = subprocess.run(["make", "check"], cwd=student, env=env, capture_output=True, text=True)
     assert checks.returncode == 0, checks.stdout[-3000:] + checks.stderr[-2000:]
     results = [line.strip() for line in checks.stdout.splitlines() if line.startswith("  ")]
     questions = [line for line in checks.stdout.splitlines() if line.startswith("--- check(")]
-    assert len(questions) == 5 and len(results) >= 10, checks.stdout
+    lab = nbformat.read(student / "lab" / "mlp_lab.ipynb", as_version=4)
+    expected = sum(c.cell_type == "code" and c.source.strip().startswith("check(") for c in lab.cells)
+    assert expected >= 5 and len(questions) == expected and len(results) >= 2 * expected, checks.stdout
     assert all(line.startswith("TODO") for line in results), checks.stdout
-    assert checks.stdout.count(": not attempted yet") == 5, checks.stdout
+    assert checks.stdout.count(": not attempted yet") == expected, checks.stdout
 
 
 def completed_from_release(edition: Path, out: Path) -> Path:
