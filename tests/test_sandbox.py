@@ -310,6 +310,9 @@ def test_protocol_round_trips_and_rejects_what_is_not_its_own():
     assert protocol.JobSpec.from_json(spec.to_json()) == spec
     ev = protocol.Event(protocol.END, cell=3, status="ok", seconds=0.5)
     assert protocol.Event.parse(ev.to_line().decode()) == ev
+    ev = protocol.Event(protocol.HARVEST_END, status="ok", seconds=2.5, cpu=1.75)
+    assert protocol.Event.parse(ev.to_line().decode()) == ev
+    assert protocol.Event.parse('{"kind": "harvest-end", "cpu": "lots"}').cpu is None
     for junk in ["", "[]", '{"kind": 1, "cell": "x"}', '{"cell": 1}', "not json"]:
         assert protocol.Event.parse(junk) is None or protocol.Event.parse(junk).cell is None
     nonce = bytes(range(32))

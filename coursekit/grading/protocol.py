@@ -193,9 +193,10 @@ class Event:
     error: str | None = None
     seconds: float | None = None
     out: int | None = None          # bytes of output so far (at harvest-start)
+    cpu: float | None = None        # CPU seconds of the job's process so far (at cells-done, harvest-end; profiling)
 
     def to_line(self) -> bytes:
-        fields_set = {k: getattr(self, k) for k in ("kind", "cell", "status", "error", "seconds", "out")}
+        fields_set = {k: getattr(self, k) for k in ("kind", "cell", "status", "error", "seconds", "out", "cpu")}
         return (_DUMPS({k: v for k, v in fields_set.items() if v is not None})[:8000] + "\n").encode()
 
     @classmethod
@@ -205,7 +206,7 @@ class Event:
             d = json.loads(line)
             ev = cls(kind=str(d["kind"]), cell=d.get("cell"), status=str(d.get("status", "")),
                      error=None if d.get("error") is None else str(d["error"]), seconds=d.get("seconds"),
-                     out=d.get("out"))
+                     out=d.get("out"), cpu=d.get("cpu"))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
         if ev.cell is not None and (type(ev.cell) is not int):
@@ -214,6 +215,8 @@ class Event:
             ev.seconds = None
         if ev.out is not None and type(ev.out) is not int:
             ev.out = None
+        if ev.cpu is not None and type(ev.cpu) not in (int, float):
+            ev.cpu = None
         return ev
 
 
