@@ -39,3 +39,12 @@ def run_in_kernel(*cells: str, timeout: int = 300) -> list:
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     return notebook.cells
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    """One Playwright driver for the whole session: its sync API runs an event loop, and a second
+    `sync_playwright()` started while the first is alive fails, so every browser test shares this one."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as driver:
+        yield driver

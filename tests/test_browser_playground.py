@@ -71,17 +71,16 @@ class PlaygroundPage:
 
 
 @pytest.fixture()
-def playground_page(tmp_path_factory):
+def playground_page(tmp_path_factory, playwright):
     if not CHROMIUM_PATH.exists():
         skip_or_fail(f"Chromium is not installed at {CHROMIUM_PATH} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
     root = tmp_path_factory.mktemp("playground-root")
     (root / "notebooks").mkdir()
     shutil.copy(REPO / NOTEBOOK, root / NOTEBOOK)
     jupyter = Path(sys.executable).parent / "jupyter"
     server = JupyterLabServer(jupyter, root, tmp_path_factory.mktemp("jupyter-state"),
                               log_path=ARTIFACTS / "browser" / "jupyter-server-playground.log")
-    with server, sync_playwright() as playwright:
+    with server:
         browser = launch_chromium(playwright)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 1000})

@@ -345,17 +345,16 @@ def log_in_through_link(page, link: str, user: str, timeout_ms: int = 180_000) -
 
 
 @pytest.mark.slow
-def test_three_students_on_a_real_hub(tmp_path, real_data_dir):
+def test_three_students_on_a_real_hub(tmp_path, real_data_dir, playwright):
     if not PROXY.exists():
         skip_or_fail(f"configurable-http-proxy not found at {PROXY} (apt-get install node-configurable-http-proxy)")
     from browser_support import CHROMIUM_PATH, NotebookDriver, launch_chromium
     if not CHROMIUM_PATH.exists():
         skip_or_fail(f"Chromium not found at {CHROMIUM_PATH} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
 
     repo = ClassRepository(tmp_path / "instructor")
     timings = {}
-    with Hub(tmp_path / "hub", real_data_dir) as hub, sync_playwright() as playwright:
+    with Hub(tmp_path / "hub", real_data_dir) as hub:
         link = hub_link(hub.url, repo.url, path=HUB_LECTURE)
         browser = launch_chromium(playwright)
         pages, notes = {}, {}
