@@ -355,7 +355,10 @@ def test_cli_release(tmp_path):
 
 # ------------------------------------------------------------------------------------------ slow tests
 def _fresh_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    # A student runs make at the top level: none of the instructor's make (make test) leaks in, or the
+    # release's make would print "Leaving directory" lines after pytest's summary.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
     env.update(OMP_NUM_THREADS="1", COURSEKIT_DATA=str(data_dir))
     env.pop("MPLBACKEND", None)   # the kernels use the inline backend, as in JupyterLab
