@@ -322,7 +322,10 @@ def test_feedback_says_why(graded):
     assert "another name" in fb["renamed"]
     assert "graded zz_my_lab.ipynb" in (out / "feedback" / "untitled_and_checkpoint.txt").read_text()
     for name in ("symlink_solution", "symlink_shadow", "symlink_other_student"):
-        assert "is a symbolic link" in (out / "feedback" / f"{name}.txt").read_text()
+        feedback = (out / "feedback" / f"{name}.txt").read_text()
+        assert "is a symbolic link" in feedback and "the notebook was not run" in feedback
+        assert "ended with status" not in feedback           # nothing ran, so nothing "ended"
+    assert "the notebook was not run" in fb["corrupt_json"]
 
 
 def test_nan_and_inf_are_named_in_the_feedback(graded):

@@ -53,6 +53,10 @@ class SubmissionGrade:
                 "notes": list(self.notes), "feedback": self.feedback_text, "flags": [dict(f) for f in self.flags]}
 
 
+# Submissions recorded without running anything (see coursekit.grading.submissions and batch).
+NOT_RUN_STATUSES = frozenset({"symlink", "no-notebook", "invalid-notebook"})
+
+
 def _points(value: float) -> str:
     return f"{value:g}"
 
@@ -62,7 +66,10 @@ def feedback_text(student: str, questions: list[QuestionResult], status: str, ce
     total = sum(q.points for q in questions)
     max_total = sum(q.max_points for q in questions)
     lines = [f"MLP lab: {_points(total)} / {_points(max_total)} points ({student})"]
-    if status != "ok":
+    if status in NOT_RUN_STATUSES:
+        lines.append(f"Note: the notebook was not run (status '{status}'): every question scored 0, with the reason "
+                     "below.")
+    elif status != "ok":
         lines.append(f"Note: running the notebook ended with status '{status}'; questions after that point may "
                      "have received no points.")
     for q in questions:
