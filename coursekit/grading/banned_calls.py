@@ -143,9 +143,9 @@ def graph_names(fn) -> list[str]:
     return sorted(names)
 
 
-def calls_of(fn, inputs=()) -> set[str]:
-    """Everything :class:`CallTrace` and :func:`graph_names` see when ``fn`` runs on each of ``inputs`` and on
-    the autograd probe."""
+def _traced_calls(fn, inputs, also=None) -> set[str]:
+    """What :class:`CallTrace` sees while ``fn`` runs on each of ``inputs`` (a raising call still counts what it
+    called before raising), plus what ``also()`` returns when run inside the same trace."""
     trace = CallTrace()
     with trace:
         for x in inputs:
@@ -153,8 +153,14 @@ def calls_of(fn, inputs=()) -> set[str]:
                 fn(x)
             except Exception:  # noqa: BLE001
                 pass
-        names = set(graph_names(fn))
-    return trace.names | names
+        extra = set(also()) if also is not None else set()
+    return trace.names | extra
+
+
+def calls_of(fn, inputs=()) -> set[str]:
+    """Everything :class:`CallTrace` and :func:`graph_names` see when ``fn`` runs on each of ``inputs`` and on
+    the autograd probe."""
+    return _traced_calls(fn, inputs, also=lambda: graph_names(fn))
 
 
 def banned_calls_of(fn, inputs=()) -> list[str]:
@@ -190,14 +196,7 @@ def autograd_used(names) -> list[str]:
 
 def autograd_calls_of(fn, inputs=()) -> list[str]:
     """The autograd ``fn`` uses when called on each of ``inputs``; [] if none."""
-    trace = CallTrace()
-    with trace:
-        for x in inputs:
-            try:
-                fn(x)
-            except Exception:  # noqa: BLE001
-                pass
-    return autograd_used(trace.names)
+    return autograd_used(_traced_calls(fn, inputs))
 
 
 def uses_autograd(function: str, used) -> str:
