@@ -25,6 +25,7 @@ import pytest
 from conftest import REPO, skip_or_fail
 from coursekit import release
 from coursekit.hublink import HubLinkError, hub_link
+from test_release import course_copy
 
 DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub_config.py"
 PROXY = Path(os.environ.get("COURSEKIT_CHP", shutil.which("configurable-http-proxy") or
@@ -76,19 +77,6 @@ def test_cli_hub_link(capsys):
 # ------------------------------------------------------------------------------------------ the merge
 def _git(folder: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout
-
-
-def course_copy(where: Path) -> Path:
-    """The parts of the instructor's repository that `release` reads, to change a lecture without touching ours."""
-    for rel in ("notebooks", "coursekit", "lab/mlp_lab.ipynb", "requirements.txt", "environment.yml",
-                "pyproject.toml", "tests/nbval_sanitize.cfg"):
-        src, dst = REPO / rel, where / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-        else:
-            shutil.copy(src, dst)
-    return where
 
 
 class ClassRepository:

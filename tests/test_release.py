@@ -306,7 +306,7 @@ def test_strip_outputs_clears_only_the_lectures_outputs(tmp_path):
     assert (out / "lab" / "mlp_lab.ipynb").read_bytes() == (REPO / "lab" / "mlp_lab.ipynb").read_bytes()
 
 
-def _course_copy(where: Path) -> Path:
+def course_copy(where: Path) -> Path:
     """A minimal copy of the instructor's repository that release reads (to change a lecture safely)."""
     for rel in ("notebooks", "coursekit", "lab/mlp_lab.ipynb", "requirements.txt", "environment.yml",
                 "pyproject.toml", "tests/nbval_sanitize.cfg"):
@@ -320,7 +320,7 @@ def _course_copy(where: Path) -> Path:
 
 
 def test_release_again_adds_one_commit_only_when_something_changed(tmp_path):
-    course = _course_copy(tmp_path / "course")
+    course = course_copy(tmp_path / "course")
     out = tmp_path / "edition"
     first = release.write_release(out, repo=course)
     assert release.write_release(out, repo=course) == first          # nothing changed: no new commit
