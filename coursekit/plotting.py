@@ -8,6 +8,13 @@ So, once, when this module is imported, ``d2l.use_svg_display`` is replaced by a
 PNG instead (see :func:`patch_d2l`), and PNG is selected right away. After ``import coursekit.plotting`` (``import coursekit`` does it),
 every d2l figure is PNG, however often d2l asks for SVG. :func:`use_png` does the same by hand.
 
+Colour-blind-safe defaults: importing this module also sets matplotlib's colour cycle to the Okabe-Ito palette
+(distinguishable with the common colour-vision deficiencies) *and* cycles the line style together with the colour,
+so that any two of the first eight series differ in two encodings and a figure stays readable in grey
+(:func:`use_colorblind_safe_style`). ``d2l.plot``, whose default formats are magenta/green/red, is replaced by
+:func:`plot` (same signature) for the same reason. Legends go beside the axes (:func:`legend_beside`), not over
+the data; class scatter plots give every class its own marker as well as its colour.
+
 All functions here work in JupyterLab (inline figures) and headless (e.g. the ``Agg`` backend in tests),
 and return the matplotlib axes they drew on so that a caller (or a test) can inspect them.
 """
@@ -17,20 +24,49 @@ import itertools
 import math
 from typing import Callable, Sequence
 
+import matplotlib as mpl
 import numpy as np
 import torch
+from cycler import cycler
 from matplotlib import pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Circle
 
 __all__ = [
-    "use_png", "patch_d2l", "plot", "show_images", "draw_mlp",
+    "use_png", "patch_d2l", "use_colorblind_safe_style", "legend_beside", "plot", "show_images", "draw_mlp",
     "plot_decision_boundary", "plot_confusion_matrix", "plot_seed_comparison", "CLASS_COLORS",
 ]
 
+# Okabe & Ito (2008), "Color Universal Design": eight colours told apart with every common colour-vision deficiency.
+# Ordered for lines on white: the pale yellow comes late, black last.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# One dash pattern per colour, cycled together with it: series differ in colour *and* line style.
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (5, 1)), (0, (3, 4, 1, 4)))
+# One marker per class for scatter plots (shape as well as colour).
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+# Hatch per class for decision regions (texture as well as colour).
+CLASS_HATCHES = ("", "//", "..", "\\\\", "xx", "--", "++", "oo", "||", "**")
+RIGHT_COLOR, WRONG_COLOR = OKABE_ITO[0], OKABE_ITO[3]
 # One colour per class (up to 10), used for points and, lightened, for decision regions.
-CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+CLASS_COLORS = OKABE_ITO + ("#999999", "#882255")
+
+
+def use_colorblind_safe_style() -> None:
+    """Set matplotlib's defaults: the Okabe-Ito colours cycled together with line styles, labelled-axis friendly grid.
+
+    Called once when this module is imported; call it again after ``plt.style.use`` or ``rcdefaults``.
+    """
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=OKABE_ITO) + cycler(linestyle=LINE_STYLES)
+    mpl.rcParams["legend.framealpha"] = 0.9
+
+
+def legend_beside(ax, *args, **kwargs):
+    """A legend to the right of ``ax``, outside the axes, where it cannot hide data. Returns the legend."""
+    kwargs.setdefault("loc", "upper left")
+    kwargs.setdefault("bbox_to_anchor", (1.02, 1.0))
+    kwargs.setdefault("borderaxespad", 0.0)
+    kwargs.setdefault("fontsize", "small")
+    return ax.legend(*args, **kwargs)
 
 
 def _ipython_shell():
@@ -74,10 +110,9 @@ def patch_d2l() -> None:
     from d2l import torch as d2l_torch
     if not getattr(d2l_torch.use_svg_display, "coursekit_patched", False):
         d2l_torch.use_svg_display = _use_png_instead_of_svg
+    d2l_torch.plot = plot  # d2l's own default formats are magenta, green and red
 
 
-patch_d2l()
-use_png()  # in a notebook: PNG from now on, even if some d2l figure switched to SVG before this import
 
 
 def _to_numpy(a):
@@ -100,21 +135,22 @@ def set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, legend):
     axes.set_xscale(xscale), axes.set_yscale(yscale)
     axes.set_xlim(xlim), axes.set_ylim(ylim)
     if legend:
-        axes.legend(legend)
+        legend_beside(axes, legend)
     axes.grid()
     return axes
 
 
 def plot(X, Y=None, xlabel=None, ylabel=None, legend=None, xlim=None,
          ylim=None, xscale="linear", yscale="linear",
-         fmts=("-", "m--", "g-.", "r:"), figsize=(3.5, 2.5), axes=None):
+         fmts=("-", "--", "-.", ":"), figsize=(3.5, 2.5), axes=None):
     """Plot one or more curves; a drop-in for ``d2l.plot`` that returns the axes.
 
     ``X`` and ``Y`` are one curve (1-D tensor, array or list) or a list of curves. With ``Y=None``
     the curves in ``X`` are plotted against their index. One ``X`` with several ``Y`` curves is
     shared by all of them. Differences from d2l: tensors that require grad are fine (detached),
-    the figure is PNG, and with more curves than ``fmts`` the formats repeat instead of curves
-    being silently dropped.
+    the figure is PNG, with more curves than ``fmts`` the formats repeat instead of curves
+    being silently dropped, colours come from the colour-blind-safe cycle (d2l's default formats are
+    magenta/green/red), and the legend sits beside the axes instead of over the curves.
     """
     if _has_one_axis(X):
         X = [X]
@@ -162,7 +198,7 @@ def show_images(images, labels=None, ncols=8, scale=1.5, correct=None, cmap="gra
 
     images:  a tensor [N, H, W] / [N, 1, H, W] / [N, H, W, C], or a list of single images.
     labels:  N titles (strings or numbers), e.g. ``"true: shirt\\npred: coat"``.
-    correct: optional N booleans: titles are green where True (right) and red where False (wrong).
+    correct: optional N booleans: titles are blue where True (right), bold vermillion where False (wrong).
     Returns the flat array of the N axes that hold images (unused grid cells are hidden).
     """
     images = list(images)
@@ -192,7 +228,9 @@ def show_images(images, labels=None, ncols=8, scale=1.5, correct=None, cmap="gra
         ax.imshow(_image_to_numpy(img), cmap=cmap)
         ax.set_xticks([]), ax.set_yticks([])
         if labels is not None:
-            style = {} if correct is None else {"color": "tab:green" if correct[i] else "tab:red"}
+            # right/wrong: Okabe-Ito blue/vermillion, and wrong ones bold (readable without colour)
+            style = {} if correct is None else (
+                {"color": RIGHT_COLOR} if correct[i] else {"color": WRONG_COLOR, "fontweight": "bold"})
             ax.set_title(str(labels[i]), fontsize=9, **style)
     fig.tight_layout()
     return axes[:n]
@@ -290,7 +328,7 @@ def plot_decision_boundary(predict: Callable | torch.nn.Module, X, y, ax=None, t
     X, y:       the data, [N, 2] and [N] (tensors or arrays).
     resolution: grid points per axis; the region image has exactly ``resolution**2`` cells whose
                 centres are the points that were classified (``ax.images[0]``).
-    Returns the axes.
+    Classes differ in colour (Okabe-Ito), region hatching and point marker. Returns the axes.
     """
     X = torch.as_tensor(_to_numpy(X), dtype=torch.float32)
     y = np.asarray(_to_numpy(y)).reshape(-1)
@@ -322,12 +360,15 @@ def plot_decision_boundary(predict: Callable | torch.nn.Module, X, y, ax=None, t
     ax.imshow(regions, origin="lower", interpolation="nearest", aspect="auto", alpha=0.35,
               cmap=ListedColormap(colors), vmin=-0.5, vmax=n_classes - 0.5,
               extent=(xs[0] - dx / 2, xs[-1] + dx / 2, ys[0] - dy / 2, ys[-1] + dy / 2))
+    # Texture as well as colour: each class's region gets its own hatch (readable without colour vision).
+    ax.contourf(gx, gy, regions, levels=np.arange(n_classes + 1) - 0.5, colors="none",
+                hatches=[CLASS_HATCHES[i % len(CLASS_HATCHES)] for i in range(n_classes)])
     Xn = X.numpy()
     for c in range(n_classes):
         mask = y == c
         if mask.any():
-            ax.scatter(Xn[mask, 0], Xn[mask, 1], s=12, color=colors[c], edgecolors="k",
-                       linewidths=0.3, label=f"class {c}")
+            ax.scatter(Xn[mask, 0], Xn[mask, 1], s=14, color=colors[c], edgecolors="k",
+                       marker=CLASS_MARKERS[c % len(CLASS_MARKERS)], linewidths=0.3, label=f"class {c}")
     ax.set_xlabel("$x_1$"), ax.set_ylabel("$x_2$")
     if title is not None:
         ax.set_title(title)
@@ -399,5 +440,10 @@ def plot_seed_comparison(labels: Sequence[str], results, xlabel: str, ylabel: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")  # wherever it hides neither the points nor the reference line
+    legend_beside(ax)
     return ax
+
+
+patch_d2l()
+use_colorblind_safe_style()
+use_png()  # in a notebook: PNG from now on, even if some d2l figure switched to SVG before this import

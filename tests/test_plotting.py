@@ -46,7 +46,9 @@ def test_plot_matches_d2l_curves_and_returns_axes():
     assert len(ax.lines) == 3
     np.testing.assert_allclose(ax.lines[0].get_ydata(), torch.relu(x).detach().numpy())
     np.testing.assert_allclose(ax.lines[2].get_xdata(), x.detach().numpy())
-    assert ax.lines[1].get_linestyle() == "--"  # second default format 'm--'
+    assert ax.lines[1].get_linestyle() == "--"  # second default format '--'
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in ax.lines]
+    assert colours == [c.lower() for c in plotting.OKABE_ITO[:3]]  # not d2l's magenta/green/red
     assert ax.get_xlabel() == "x" and ax.get_ylabel() == "f(x)"
     assert ax.get_xlim() == (-2, 2)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["relu", "sigmoid", "tanh"]
@@ -72,9 +74,11 @@ def test_show_images_grid_titles_and_colours():
     assert len(fig.axes) == 12 and sum(a.get_visible() for a in fig.axes) == 10  # 3 rows x 4
     assert axes[3].get_title() == "img 3"
     np.testing.assert_allclose(axes[3].images[0].get_array(), images[3, 0].numpy())
-    red, green = matplotlib.colors.to_rgba("tab:red"), matplotlib.colors.to_rgba("tab:green")
+    red, green = matplotlib.colors.to_rgba(plotting.WRONG_COLOR), matplotlib.colors.to_rgba(plotting.RIGHT_COLOR)
     assert matplotlib.colors.to_rgba(axes[3].title.get_color()) == red
+    assert axes[3].title.get_fontweight() == "bold"  # wrong: colour and weight
     assert matplotlib.colors.to_rgba(axes[4].title.get_color()) == green
+    assert axes[4].title.get_fontweight() != "bold"
     plain = plotting.show_images(images[:3, 0], ["a", "b", "c"])  # no colours asked for: default title colour
     assert [a.get_title() for a in plain] == ["a", "b", "c"]
     assert matplotlib.colors.to_rgba(plain[0].title.get_color()) not in (red, green)
@@ -131,8 +135,14 @@ def test_decision_regions_are_the_models_predictions():
     assert ax.get_title() == "mlp"
     xmin, xmax, ymin, ymax = image.get_extent()
     assert xmin < X[:, 0].min() and xmax > X[:, 0].max() and ymin < X[:, 1].min() and ymax > X[:, 1].max()
-    plotted = np.concatenate([c.get_offsets() for c in ax.collections])
+    scatters = [c for c in ax.collections if c.get_label().startswith("class ")]
+    plotted = np.concatenate([c.get_offsets() for c in scatters])
     assert len(plotted) == 60
+    # every class differs in two encodings: colour and marker (points), colour and hatch (regions)
+    assert len({tuple(c.get_facecolor()[0]) for c in scatters}) == len(scatters) == 3
+    assert len({c.get_paths()[0].vertices.tobytes() for c in scatters}) == 3  # three marker shapes
+    hatches = [c.get_hatch() for c in ax.collections if not c.get_label().startswith("class ")]
+    assert len(set(hatches)) == 3, hatches
 
 
 def test_decision_boundary_callables_labels_and_single_logit():
@@ -181,3 +191,69 @@ def test_seed_comparison_shows_each_seed_mean_and_range_on_an_honest_axis():
         plotting.plot_seed_comparison(["a", "b"], [[0.8]], "x", "y")
     with pytest.raises(ValueError, match="y-label"):
         plotting.plot_seed_comparison(["a"], [[0.8]], "x", "")
+
+
+# ---- colour-blind-safe defaults ----------------------------------------------------------------------------------
+
+def _luminance(colour):
+    r, g, b = matplotlib.colors.to_rgb(colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_default_cycle_is_okabe_ito_with_a_line_style_per_colour():
+    cycle = list(matplotlib.rcParams["axes.prop_cycle"])
+    assert [c["color"] for c in cycle] == list(plotting.OKABE_ITO)
+    styles = [str(c["linestyle"]) for c in cycle]
+    assert len(set(styles)) == len(cycle) == 8  # any two of the first 8 series differ in colour AND line style
+    assert "#FF0000" not in plotting.OKABE_ITO and "#00FF00" not in plotting.OKABE_ITO
+    _, ax = plt.subplots()
+    lines = [ax.plot([0, 1], [i, i + 1])[0] for i in range(8)]
+    assert len({line.get_color() for line in lines}) == 8  # a plain ax.plot gets the cycle
+    assert [line.get_linestyle() for line in lines[:4]] == ["-", "--", "-.", ":"]
+
+
+def test_d2l_plot_is_the_colour_blind_safe_plot():
+    from d2l import torch as d2l
+    assert d2l.plot is plotting.plot
+    ax = d2l.plot(torch.arange(4.0), [torch.arange(4.0), torch.arange(4.0) ** 2], "x", "y", legend=["a", "b"])
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "--"]
+    assert matplotlib.colors.to_hex(ax.lines[1].get_color()) != matplotlib.colors.to_hex("m")
+
+
+def _points_in_display(ax):
+    pts = [line.get_xydata() for line in ax.get_lines() if len(line.get_xydata())]
+    pts += [c.get_offsets() for c in ax.collections if len(c.get_offsets())]
+    return ax.transData.transform(np.concatenate(pts))
+
+
+def test_legend_sits_off_the_data_and_axes_are_labelled():
+    """A sample figure whose data fill the whole axes: the legend must not cover a single point."""
+    x = np.linspace(0, 1, 50)
+    ax = plotting.plot(x, [x, 1 - x, 0.5 + 0 * x, x ** 2], "x", "y", legend=["rise", "fall", "flat", "square"])
+    fig = ax.figure
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    points = _points_in_display(ax)
+    inside = (points[:, 0] >= legend_box.x0) & (points[:, 0] <= legend_box.x1) & \
+             (points[:, 1] >= legend_box.y0) & (points[:, 1] <= legend_box.y1)
+    assert not inside.any(), f"{inside.sum()} data points under the legend"
+    assert ax.get_xlabel() == "x" and ax.get_ylabel() == "y"
+    # the seed comparison's legend too
+    ax = plotting.plot_seed_comparison(["a", "b"], [[0.1, 0.5, 0.9], [0.95, 0.05, 0.5]], "config", "accuracy",
+                                       reference=0.5)
+    ax.figure.canvas.draw()
+    box = ax.get_legend().get_window_extent()
+    points = _points_in_display(ax)
+    assert not ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) &
+                (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)).any()
+    assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_palette_is_readable_in_grey_with_its_line_styles():
+    """Okabe-Ito is not uniform in luminance, which is why the line style carries the second encoding: check both
+    that the colours are not all alike in grey and that no two lines of the cycle share a dash pattern."""
+    lum = sorted(_luminance(c) for c in plotting.OKABE_ITO)
+    assert lum[-1] - lum[0] > 0.5
+    assert len({str(s) for s in plotting.LINE_STYLES}) == len(plotting.OKABE_ITO)
+    assert len(set(plotting.CLASS_MARKERS)) == len(plotting.CLASS_MARKERS) == 10
+    assert len(set(plotting.CLASS_HATCHES)) == len(plotting.CLASS_HATCHES) == len(plotting.CLASS_COLORS)
