@@ -10,13 +10,22 @@ Students receive the student edition through an nbgitpuller link (`coursekit hub
 
 Settings come from the environment so the file itself stays as published:
 COURSE_ENV (/opt/mlp-course/env), COURSE_MEM_LIMIT (4G), COURSE_CPU_LIMIT (1), COURSE_IDLE_TIMEOUT (3600),
-COURSE_FOLDER (mlp-course: the folder the link makes in each home; its coursekit/ is what the kernels import),
-COURSE_ADMINS (comma-separated user names), COURSE_STUDENTS_FILE (one user name a line; unset: every user that
-the authenticator accepts).
+COURSE_FOLDER (mlp-course: the folder the link makes in each home, `coursekit hub-link`'s default target; its
+coursekit/ is what the kernels import), COURSE_ADMINS (comma-separated user names), COURSE_STUDENTS_FILE (one user
+name a line; unset: every user that the authenticator accepts), COURSE_AUTHENTICATOR (pam: the server's accounts;
+or another authenticator's name, such as github, generic-oauth, lti13, native: see deploy/README.md).
+
+Each student's server runs as the Unix account of their hub user name (SystemdSpawner). With PAM the accounts exist
+already; with any other login the hub makes the account at the student's first login (adduser; create_system_users),
+and a name that is already a system account (root, daemon, ... uid < 1000, nobody) is refused.
 """
+import importlib.metadata
 import os
+import pwd
 import sys
 from pathlib import Path
+
+from traitlets import import_item
 
 c = get_config()  # noqa: F821 (JupyterHub provides it)
 
@@ -34,9 +43,38 @@ def course_copy(spawner) -> str:
     return os.path.join(home, COURSE_FOLDER)
 
 
+def authenticator_class(name: str):
+    """The authenticator ``name`` (an entry point of jupyterhub.authenticators such as github, or a dotted class
+    path) as a LocalAuthenticator: one that makes the Unix account SystemdSpawner needs (Local*OAuthenticator is
+    the same mixin)."""
+    from jupyterhub.auth import LocalAuthenticator
+    if "." in name:
+        base = import_item(name)
+    else:
+        found = importlib.metadata.entry_points(group="jupyterhub.authenticators", name=name)
+        if not found:
+            known = sorted(e.name for e in importlib.metadata.entry_points(group="jupyterhub.authenticators"))
+            raise ValueError(f"COURSE_AUTHENTICATOR={name!r} is no installed authenticator; installed: {known}")
+        base = next(iter(found)).load()
+    if issubclass(base, LocalAuthenticator):
+        return base
+    return type(f"Local{base.__name__}", (LocalAuthenticator, base), {"__module__": __name__})
+
+
+def system_accounts() -> set[str]:
+    """Accounts that are not students' (uid below 1000, and nobody): a login with such a name must not run as it."""
+    return {entry.pw_name for entry in pwd.getpwall() if entry.pw_uid < 1000 or entry.pw_uid == 65534}
+
+
 # -- who may log in: system accounts (PAM), the default. See deploy/README.md for the alternatives
 # (NativeAuthenticator: students sign up and the instructor approves; OAuthenticator: the university's login).
-c.JupyterHub.authenticator_class = "pam"
+AUTHENTICATOR = os.environ.get("COURSE_AUTHENTICATOR", "pam")
+if AUTHENTICATOR == "pam":
+    c.JupyterHub.authenticator_class = "pam"
+else:
+    c.JupyterHub.authenticator_class = authenticator_class(AUTHENTICATOR)
+    c.LocalAuthenticator.create_system_users = True
+    c.Authenticator.blocked_users = system_accounts()
 c.Authenticator.admin_users = {name.strip() for name in os.environ.get("COURSE_ADMINS", "").split(",") if name.strip()}
 students_file = os.environ.get("COURSE_STUDENTS_FILE")
 if students_file:

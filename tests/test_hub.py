@@ -7,8 +7,10 @@ limits of the deploy file are not enforced here), loopback ports and state in a 
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,13 +26,16 @@ import pytest
 
 from conftest import REPO, skip_or_fail
 from coursekit import release
-from coursekit.hublink import HubLinkError, hub_link
+from coursekit.hublink import COURSE_FOLDER, HubLinkError, hub_link
 from test_release import course_copy
 
-DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub_config.py"
+DEPLOY = REPO / "deploy"
+DEPLOY_CONFIG = DEPLOY / "jupyterhub_config.py"
 PROXY = Path(os.environ.get("COURSEKIT_CHP", shutil.which("configurable-http-proxy") or
                             "/usr/bin/configurable-http-proxy"))
-TARGET = "mlp-course"
+TARGET = COURSE_FOLDER
+# The class repository is named for its year: the link still pulls it into ~/mlp-course, where PYTHONPATH points.
+CLASS_REPOSITORY = "mlp-course-2026.git"
 # The lightest lecture with a live widget (the collapse explorer); 01_hidden_layers has no widget.
 HUB_LECTURE = "notebooks/02_linearity_collapse.ipynb"
 
@@ -47,9 +52,9 @@ def test_hub_link_is_nbgitpullers_format_opening_jupyterlab():
     # Every value URL-encoded, slashes included (as nbgitpuller's own link generator does).
     assert "repo=https%3A%2F%2Fgithub.com%2Fcls%2Fmlp-course.git" in parts.query
     assert "urlpath=lab%2Ftree%2Fmlp-course%2Fnotebooks%2F01_hidden_layers.ipynb" in parts.query
-    # A hub under a prefix, another branch, the folder itself.
-    other = parse_qs(urlsplit(hub_link("https://uni.edu/jupyter", "git@host:cls/course", branch="spring")).query)
-    assert other["targetpath"] == ["course"] and other["urlpath"] == ["lab/tree/course"]
+    # A hub under a prefix, another branch, the folder itself: always ~/mlp-course, whatever the repository's name.
+    other = parse_qs(urlsplit(hub_link("https://uni.edu/jupyter", "git@host:cls/course-2026", branch="spring")).query)
+    assert other["targetpath"] == ["mlp-course"] and other["urlpath"] == ["lab/tree/mlp-course"]
     assert other["branch"] == ["spring"]
     assert hub_link("https://uni.edu/jupyter/hub/", "r").startswith("https://uni.edu/jupyter/hub/user-redirect/")
 
@@ -59,7 +64,8 @@ def test_hub_link_is_nbgitpullers_format_opening_jupyterlab():
     (dict(hub="https://h?x=1", repo="r"), "without \\?query"),
     (dict(hub="https://h", repo="my repo"), "without spaces"),
     (dict(hub="https://h", repo="r", path="../../etc/passwd"), "inside the repository"),
-    (dict(hub="https://h", repo="https://h/.git"), "give --target"),
+    (dict(hub="https://h", repo="r", target="../elsewhere"), "plain folder name"),
+    (dict(hub="https://h", repo="r", target=""), "plain folder name"),
 ])
 def test_hub_link_rejects_what_cannot_work(kwargs, message):
     with pytest.raises(HubLinkError, match=message):
@@ -85,7 +91,7 @@ class ClassRepository:
     def __init__(self, root: Path):
         self.course = course_copy(root / "course")
         self.edition = root / "edition"
-        self.bare = root / f"{TARGET}.git"   # the link names the folder after it: ~/mlp-course
+        self.bare = root / CLASS_REPOSITORY
         release.write_release(self.edition, repo=self.course)
         subprocess.run(["git", "clone", "-q", "--bare", str(self.edition), str(self.bare)], check=True)
 
@@ -155,11 +161,11 @@ def test_a_second_pull_merges_the_instructors_update_and_keeps_the_students_edit
     assert (home / "notebooks" / "errata.md").read_text() == "Another update.\n"
 
 
-def test_deploy_config_loads_and_sets_what_the_course_needs(tmp_path):
+def load_deploy_config(tmp_path: Path, **settings: str):
+    """deploy/jupyterhub_config.py as the hub loads it, with these COURSE_* environment variables."""
     from traitlets.config import Config
     c = Config()
-    env = {"COURSE_ENV": "/opt/course/.venv", "COURSE_MEM_LIMIT": "3G", "COURSE_CPU_LIMIT": "2",
-           "COURSE_IDLE_TIMEOUT": "1800", "COURSE_HUB_STATE": str(tmp_path)}
+    env = {"COURSE_HUB_STATE": str(tmp_path), **settings}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -167,34 +173,167 @@ def test_deploy_config_loads_and_sets_what_the_course_needs(tmp_path):
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return c
+
+
+class FakeSpawner:
+    home_dir = "/home/ada"
+
+
+def test_deploy_config_loads_and_sets_what_the_course_needs(tmp_path):
+    c = load_deploy_config(tmp_path, COURSE_ENV="/opt/course/.venv", COURSE_MEM_LIMIT="3G", COURSE_CPU_LIMIT="2",
+                           COURSE_IDLE_TIMEOUT="1800")
     assert c.Spawner.cmd == ["/opt/course/.venv/bin/jupyterhub-singleuser"]
     assert c.Spawner.default_url == "/lab"
     assert (c.Spawner.mem_limit, c.Spawner.cpu_limit) == ("3G", 2.0)
     assert c.Spawner.environment["PATH"].startswith("/opt/course/.venv/bin:")
     assert c.Spawner.environment["OMP_NUM_THREADS"] == "2"
     assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner"
-    [culler] = c.JupyterHub.services
+    assert c.JupyterHub.authenticator_class == "pam"
+    culler = next(s for s in c.JupyterHub.services if s["name"] == "jupyterhub-idle-culler")
     assert culler["command"][1:3] == ["-m", "jupyterhub_idle_culler"] and "--timeout=1800" in culler["command"]
-    assert c.JupyterHub.load_roles[0]["services"] == [culler["name"]]
-    class FakeSpawner:
-        home_dir = "/home/ada"
+    assert any(role["services"] == [culler["name"]] for role in c.JupyterHub.load_roles)
     assert c.Spawner.environment["PYTHONPATH"](FakeSpawner()) == "/home/ada/mlp-course"
     # Zero to JupyterHub: the image installs exactly requirements.txt; the values match the one-server setup.
     import yaml
-    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "COPY requirements.txt /tmp/requirements.txt" in dockerfile
     assert "pip install --no-cache-dir -r /tmp/requirements.txt" in dockerfile
     assert "COPY . " not in dockerfile and "lab/" not in dockerfile     # no solutions, no grader in the image
-    values = yaml.safe_load((REPO / "deploy" / "z2jh-values.yaml").read_text())
+    values = yaml.safe_load((DEPLOY / "z2jh-values.yaml").read_text())
     single = values["singleuser"]
     assert single["defaultUrl"] == "/lab" and single["cmd"] == "jupyterhub-singleuser"
     assert single["memory"]["limit"] == "4G" and single["cpu"]["limit"] == 1
     assert single["storage"]["type"] == "dynamic" and single["storage"]["capacity"]
-    assert single["extraEnv"]["PYTHONPATH"] == "/home/jovyan/mlp-course"
-    assert "PYTHONPATH=/home/jovyan/mlp-course" in dockerfile
+    assert single["storage"]["homeMountPath"] == "/home/jovyan"
     assert values["cull"]["enabled"] is True and values["cull"]["timeout"] == 3600
     for name in ("jupyterhub", "nbgitpuller", "jupyterhub-idle-culler"):
-        assert any(line.startswith(f"{name}==") for line in (REPO / "requirements.txt").read_text().splitlines()), name
+        assert name in requirement_pins(), name
+
+
+# ------------------------------------------------------------------------------------------ versions, HTTPS, folder
+def requirement_pins(text: str | None = None) -> dict[str, str]:
+    text = (REPO / "requirements.txt").read_text() if text is None else text
+    return {m[1].lower(): m[2] for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*$", text, re.M)}
+
+
+def version_mismatches(values_text: str, requirements_text: str, helm_texts: dict[str, str]) -> list[str]:
+    """What keeps the image from running under the chart the values name: the image's jupyterhub (the pin in
+    requirements.txt, which deploy/Dockerfile installs) of another major version than the chart's hub (z2jh docs:
+    "Custom Docker Images: JupyterHub version match"), or a helm command that does not pin that chart version."""
+    import yaml
+    checked = yaml.safe_load(values_text)["custom"]["checkedAgainst"]
+    chart, hub = str(checked["chartVersion"]), str(checked["jupyterhubVersion"])
+    image = requirement_pins(requirements_text).get("jupyterhub")
+    problems = []
+    if image is None or image.split(".")[0] != hub.split(".")[0]:
+        problems.append(f"the image's jupyterhub=={image} is not the major version of chart {chart}'s JupyterHub {hub}")
+    for where, text in helm_texts.items():
+        commands = re.findall(r"helm (?:upgrade|install)\b(?:[^\n]*\\\n)*[^\n]*", text)
+        if not commands:
+            problems.append(f"{where}: no helm command")
+        problems += [f"{where}: {cmd!r} does not pin --version {chart}" for cmd in commands
+                     if not re.search(rf"--version[ =]{re.escape(chart)}(\s|$)", cmd)]
+    return problems
+
+
+def test_the_images_jupyterhub_has_the_major_version_of_the_charts_hub():
+    values = (DEPLOY / "z2jh-values.yaml").read_text()
+    requirements = (REPO / "requirements.txt").read_text()
+    helm_texts = {"deploy/README.md": (DEPLOY / "README.md").read_text(), "deploy/z2jh-values.yaml": values}
+    assert version_mismatches(values, requirements, helm_texts) == []
+    # The hub test runs what the image would: the environment holds exactly the pinned jupyterhub.
+    assert importlib.metadata.version("jupyterhub") == requirement_pins()["jupyterhub"]
+    # Nothing in the image installs another jupyterhub over the pinned one.
+    assert re.findall(r"jupyterhub[=<>]", (DEPLOY / "Dockerfile").read_text()) == []
+    # The check can fail: the 6.x pin this file once had, an unpinned chart.
+    wrong = re.sub(r"^jupyterhub==\S+", "jupyterhub==6.1.1", requirements, flags=re.M)
+    assert [p for p in version_mismatches(values, wrong, {}) if "not the major version" in p]
+    unpinned = {"README": "helm upgrade --install mlp-course jupyterhub/jupyterhub \\\n  -f values.yaml\n"}
+    assert [p for p in version_mismatches(values, requirements, unpinned) if "does not pin" in p]
+
+
+def test_z2jh_values_serve_https_at_the_oauth_callbacks_host():
+    import yaml
+    values = yaml.safe_load((DEPLOY / "z2jh-values.yaml").read_text())
+    https = values["proxy"]["https"]
+    assert https["enabled"] is True and https["letsencrypt"]["contactEmail"]
+    authenticator = values["hub"]["config"]["JupyterHub"]["authenticator_class"]
+    callback = urlsplit(values["hub"]["config"]["GitHubOAuthenticator"]["oauth_callback_url"])
+    assert authenticator == "github"
+    assert callback.scheme == "https" and callback.path == "/hub/oauth_callback"
+    assert https["hosts"] == [callback.netloc]
+
+
+def test_the_course_folder_is_named_once(tmp_path):
+    """hub-link's targetpath, the one-server hub's PYTHONPATH and the image's PYTHONPATH name the same folder; the
+    values leave PYTHONPATH to the image."""
+    import yaml
+    link = parse_qs(urlsplit(hub_link("https://h.edu", "https://g/c/anything-else.git")).query)
+    assert link["targetpath"] == [COURSE_FOLDER]
+    c = load_deploy_config(tmp_path)
+    assert c.Spawner.environment["PYTHONPATH"](FakeSpawner()) == f"/home/ada/{COURSE_FOLDER}"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG COURSE_FOLDER=(\S+)$", dockerfile, re.M)[1] == COURSE_FOLDER
+    assert "PYTHONPATH=/home/jovyan/${COURSE_FOLDER}" in dockerfile
+    values = yaml.safe_load((DEPLOY / "z2jh-values.yaml").read_text())
+    assert "PYTHONPATH" not in (values["singleuser"].get("extraEnv") or {})
+    assert values["singleuser"]["storage"]["homeMountPath"] == "/home/jovyan"
+
+
+def test_a_class_repository_named_for_its_year_still_imports_coursekit_in_a_notebook(tmp_path):
+    """mlp-course-2026.git, pulled through the link as nbgitpuller does, then a notebook of it run by a kernel with
+    the hub's environment: coursekit comes from the student's copy (not from this checkout's installed package)."""
+    repo = ClassRepository(tmp_path / "instructor")
+    assert repo.bare.name == "mlp-course-2026.git"
+    target = parse_qs(urlsplit(hub_link("https://h.edu", repo.url)).query)["targetpath"][0]
+    home = tmp_path / "home" / "ada"
+    nbgitpuller_pull(repo.url, home / target)
+    c = load_deploy_config(tmp_path / "state")
+
+    class Spawner:
+        home_dir = str(home)
+    env = dict(os.environ, PYTHONPATH=c.Spawner.environment["PYTHONPATH"](Spawner()), OMP_NUM_THREADS="1")
+    notebook = home / target / "notebooks" / "where.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import coursekit\nprint(coursekit.__file__)")]), notebook)
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           "--stdout", str(notebook)], cwd=notebook.parent, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = nbformat.reads(done.stdout, as_version=4).cells[0].outputs[0]["text"].strip()
+    assert printed == str(home / "mlp-course" / "coursekit" / "__init__.py")
+
+
+def test_non_local_logins_get_a_unix_account_for_systemdspawner(tmp_path):
+    """Any authenticator other than PAM becomes a LocalAuthenticator that makes the student's account at the first
+    login (SystemdSpawner runs the server as it); names of system accounts are refused. The account command is
+    replaced by a recorder here (this test must not add users to the machine)."""
+    import asyncio
+    from jupyterhub.auth import DummyAuthenticator, LocalAuthenticator
+    c = load_deploy_config(tmp_path, COURSE_AUTHENTICATOR="dummy")
+    cls = c.JupyterHub.authenticator_class
+    assert issubclass(cls, LocalAuthenticator) and issubclass(cls, DummyAuthenticator)
+    assert c.LocalAuthenticator.create_system_users is True
+    assert {"root", "daemon", "nobody"} <= c.Authenticator.blocked_users
+    record = tmp_path / "adduser.log"
+    recorder = tmp_path / "adduser"
+    recorder.write_text(f"#!/bin/sh\necho \"$@\" >> {record}\n")
+    recorder.chmod(0o755)
+    c.LocalAuthenticator.add_user_cmd = [str(recorder), "--disabled-password"]
+    authenticator = cls(config=c)
+
+    class User:
+        name = "new-student-h5"
+    asyncio.run(authenticator.add_user(User()))
+    assert record.read_text().split() == ["--disabled-password", "new-student-h5"]
+    import inspect
+    blocked = authenticator.check_blocked_users("root", None)
+    assert (asyncio.run(blocked) if inspect.isawaitable(blocked) else blocked) is False
+    # PAM (the default) makes no accounts: they are the server's own.
+    assert load_deploy_config(tmp_path).LocalAuthenticator.get("create_system_users") is None
+    with pytest.raises(ValueError, match="no installed authenticator"):
+        load_deploy_config(tmp_path, COURSE_AUTHENTICATOR="no-such-login")
 
 
 # ------------------------------------------------------------------------------------------ the hub
