@@ -16,6 +16,12 @@ The commit is reproducible: fixed author and committer (name, e-mail, date), fil
 timestamps anywhere; the same sources give the same commit id. Running it again on an earlier release folder
 adds one commit on top of it (none if nothing changed), so a class repository and the students' nbgitpuller
 copies receive updates as ordinary git history.
+
+History only moves forward: with ``--class-repo URL`` (the published class repository) the release is built on
+that repository's ``main``: cloned when DIR is missing (a lost ``build/``), fast-forwarded when DIR is behind it,
+refused when the two have diverged. Every release is then a fast-forward of what students already pulled, pushed
+without force (a force-push would break every student's nbgitpuller copy). The command line starts a new history
+only when asked (``--new-history``, the first release of a class) or when the class repository is still empty.
 """
 from __future__ import annotations
 
@@ -285,22 +291,79 @@ def _git(out: Path, *args: str, env: dict) -> str:
     return done.stdout.strip()
 
 
+def _published_git(cwd: Path, *args: str) -> str:
+    """git against the class repository, with the instructor's own git settings (credential helpers, SSH keys) and
+    never a password prompt (a private repository without credentials fails instead of waiting)."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    done = subprocess.run(["git", "-c", "core.hooksPath=" + os.devnull, "-C", str(cwd), *args], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise ReleaseError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _is_release(out: Path) -> bool:
+    return (out / MARKER).is_file() and (out / ".git").is_dir()
+
+
+def build_on_class_repo(out: Path, class_repo: str, branch: str = "main") -> bool:
+    """Make ``out`` hold the class repository's ``branch`` (or a release ahead of it) before the new edition is
+    written on top. Returns False when the class repository has no such branch yet (nothing published).
+
+    ``out`` missing or empty: a clone. ``out`` an earlier release: fetched; fast-forwarded when behind; kept when
+    it already contains the published commit; refused when the two have diverged."""
+    if not _published_git(Path.cwd(), "ls-remote", "--heads", class_repo, f"refs/heads/{branch}"):
+        return False
+    if not (out.is_dir() and any(out.iterdir())):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _published_git(out.parent, "clone", "-q", "--no-tags", "--branch", branch, class_repo, str(out))
+        if not (out / MARKER).is_file():
+            raise ReleaseError(f"{class_repo} ({branch}) is not a student edition written by `coursekit release` "
+                               f"(no {MARKER}); {out} was cloned from it and left as it is")
+        return True
+    if not _is_release(out):
+        return True   # write_release refuses it with its own message
+    _published_git(out, "fetch", "-q", "--no-tags", class_repo, f"refs/heads/{branch}")
+    published = _published_git(out, "rev-parse", "FETCH_HEAD")
+    local = _published_git(out, "rev-parse", "HEAD")
+    ancestor = lambda a, b: subprocess.run(["git", "-C", str(out), "merge-base", "--is-ancestor", a, b],
+                                           capture_output=True).returncode == 0
+    if ancestor(published, local):
+        return True
+    if ancestor(local, published):
+        _published_git(out, "merge", "-q", "--ff-only", published)
+        return True
+    raise ReleaseError(f"{out} (at {local[:12]}) and {class_repo} {branch} (at {published[:12]}) have diverged: "
+                       f"a release from here would not be a fast-forward of what students pulled. Release into a "
+                       f"new folder with --class-repo {class_repo} (it builds on the published history); nothing "
+                       f"was written")
+
+
 def write_release(out: str | Path, repo: Path = REPO, keep_outputs: bool = True, message: str | None = None,
-                  epoch: int | None = None) -> str:
+                  epoch: int | None = None, class_repo: str | None = None, new_history: bool = True) -> str:
     """Write the student edition into ``out`` and commit it; return the commit id.
 
     ``out`` must not exist, be empty, or be an earlier release (then one commit is added on top, or none when
-    nothing changed). Anything else is refused, so no folder of the instructor's is overwritten."""
+    nothing changed). Anything else is refused, so no folder of the instructor's is overwritten.
+    ``class_repo``: the published class repository (URL or path) to build on, see :func:`build_on_class_repo`.
+    ``new_history=False``: refuse to start a new root commit unless the class repository is still empty."""
     out = Path(out).resolve()
     if out == repo.resolve() or repo.resolve() in out.parents and not out.is_relative_to(repo / "build"):
         raise ReleaseError(f"{out} lies inside the instructor's repository; write the release elsewhere "
                            f"(for example build/student-edition)")
     files = edition_files(repo, keep_outputs=keep_outputs)
+    if class_repo:
+        build_on_class_repo(out, class_repo)
+    # With a class repository, out is now its clone (or it had nothing published yet: the first release).
+    if not new_history and not class_repo and not _is_release(out):
+        raise ReleaseError(f"{out} holds no earlier release, so this would start a new history that students' "
+                           f"copies cannot pull. Give --class-repo URL (the published class repository: the release "
+                           f"builds on what students already have), or --new-history for the first release of a class")
     if epoch is None:
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_EPOCH))
     env = _git_env(epoch)
     earlier = out.is_dir() and any(out.iterdir())
-    if earlier and not ((out / MARKER).is_file() and (out / ".git").is_dir()):
+    if earlier and not _is_release(out):
         raise ReleaseError(f"{out} is not empty and not an earlier release; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
     if earlier:
@@ -339,17 +402,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strip-outputs", action="store_true",
                         help="clear the lectures' outputs (default: kept, so the notebooks read well on GitHub)")
     parser.add_argument("--message", default=None, help="the commit message (default: a fixed one)")
+    parser.add_argument("--class-repo", default=None, metavar="URL",
+                        help="the published class repository (git URL or path): the release is built on its main, "
+                             "so pushing it is a fast-forward (DIR is cloned from it when missing)")
+    parser.add_argument("--new-history", action="store_true",
+                        help="allow a new history in a missing or empty DIR without --class-repo (a class's first "
+                             "release; students' copies of another history could not pull it)")
 
 
 def run(args) -> int:
     try:
-        commit = write_release(args.out, keep_outputs=not args.strip_outputs, message=args.message)
+        commit = write_release(args.out, keep_outputs=not args.strip_outputs, message=args.message,
+                               class_repo=args.class_repo, new_history=args.new_history)
     except ReleaseError as exc:
         print(f"coursekit release: {exc}", file=sys.stderr)
         return 2
     files = len(edition_files(keep_outputs=not args.strip_outputs))
     print(f"wrote the student edition to {args.out}: {files} files, commit {commit}\n"
-          f"publish it: git -C {args.out} push <the class repository URL> main")
+          f"publish it: git -C {args.out} push {args.class_repo or '<the class repository URL>'} main")
     return 0
 
 

@@ -104,7 +104,7 @@ class ClassRepository:
         path = self.course / lecture
         nb = nbformat.read(path, as_version=4)
         nb.cells.append(nbformat.v4.new_markdown_cell(text))
-        nb.cells[-1].id = "instructor-update"
+        nb.cells[-1].id = f"instructor-update-{len(nb.cells)}"
         nbformat.write(nb, path)
         (self.course / "notebooks" / "errata.md").write_text(text + "\n")
         commit = release.write_release(self.edition, repo=self.course)
@@ -159,6 +159,82 @@ def test_a_second_pull_merges_the_instructors_update_and_keeps_the_students_edit
     repo.update("notebooks/01_hidden_layers.ipynb", "Another update.")
     nbgitpuller_pull(repo.url, home)
     assert (home / "notebooks" / "errata.md").read_text() == "Another update.\n"
+
+
+# ------------------------------------------------------------------------------------------ release continuity
+def add_markdown_cell(course: Path, lecture: str, text: str) -> None:
+    nb = nbformat.read(course / lecture, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell(text))
+    nb.cells[-1].id = "update-" + str(len(nb.cells))
+    nbformat.write(nb, course / lecture)
+
+
+def push(edition: Path, bare: Path) -> subprocess.CompletedProcess:
+    """What the instructor types to publish: a plain push, never --force."""
+    return subprocess.run(["git", "-C", str(edition), "push", "-q", str(bare), "main"], capture_output=True, text=True)
+
+
+def test_a_lost_build_folder_still_releases_a_fast_forward_that_students_merge(tmp_path):
+    repo = ClassRepository(tmp_path)
+    home = tmp_path / "home" / TARGET
+    nbgitpuller_pull(repo.url, home)
+    edited = edit_code_cell(home / HUB_LECTURE, 0, "# ada: my own note")
+    published = _git(repo.bare, "rev-parse", "main").strip()
+    shutil.rmtree(repo.edition)                        # build/ is lost
+    add_markdown_cell(repo.course, HUB_LECTURE, "Update after the lost build folder.")
+    # Without the class repository, a new history is refused (the command line's default)...
+    with pytest.raises(release.ReleaseError, match="new history"):
+        release.write_release(repo.edition, repo=repo.course, new_history=False)
+    assert not repo.edition.exists()
+    # ...and what it would have made is a root commit that a plain push cannot publish.
+    orphan = release.write_release(tmp_path / "orphan", repo=repo.course)
+    refused = push(tmp_path / "orphan", repo.bare)
+    assert refused.returncode != 0 and "rejected" in refused.stderr, refused.stderr
+    assert _git(repo.bare, "rev-parse", "main").strip() == published != orphan
+    # Built on the class repository: one commit on top of what students have, pushed without force.
+    commit = release.write_release(repo.edition, repo=repo.course, class_repo=repo.url, new_history=False)
+    assert _git(repo.edition, "rev-list", "HEAD").split() == [commit, published]
+    done = push(repo.edition, repo.bare)
+    assert done.returncode == 0, done.stderr
+    assert _git(repo.bare, "rev-parse", "main").strip() == commit
+    # The student's copy with a local edit merges the update.
+    nbgitpuller_pull(repo.url, home)
+    after = nbformat.read(home / HUB_LECTURE, as_version=4)
+    assert [c for c in after.cells if c.cell_type == "code"][0].source == edited
+    assert after.cells[-1].source == "Update after the lost build folder."
+    assert commit in _git(home, "rev-list", "HEAD").split()
+
+
+def test_a_release_folder_behind_the_class_repository_catches_up_and_a_diverged_one_is_refused(tmp_path):
+    repo = ClassRepository(tmp_path)
+    laptop = tmp_path / "laptop"        # a second machine of the instructor's, cloned from the class repository
+    assert release.write_release(laptop, repo=repo.course, class_repo=repo.url) == _git(repo.bare, "rev-parse",
+                                                                                         "main").strip()
+    pushed = repo.update(HUB_LECTURE, "Published from the first machine.")
+    # Behind: fast-forwarded to the published commit; the same sources add nothing.
+    assert release.write_release(laptop, repo=repo.course, class_repo=repo.url) == pushed
+    # Diverged: the laptop commits something unpublished while the first machine publishes again.
+    add_markdown_cell(repo.course, "notebooks/01_hidden_layers.ipynb", "Only on the laptop.")
+    local = release.write_release(laptop, repo=repo.course)
+    repo.update(HUB_LECTURE, "Published again from the first machine.")
+    with pytest.raises(release.ReleaseError, match="diverged"):
+        release.write_release(laptop, repo=repo.course, class_repo=repo.url)
+    assert _git(laptop, "rev-parse", "HEAD").strip() == local     # nothing was written
+    # A class repository that is not a student edition is not built on.
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(other)], check=True)
+    (other / "notes.txt").write_text("not an edition\n")
+    subprocess.run(["git", "-C", str(other), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(other), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "x"],
+                   check=True)
+    with pytest.raises(release.ReleaseError, match="not a student edition"):
+        release.write_release(tmp_path / "from-other", repo=repo.course, class_repo=other.as_uri())
+    # An empty class repository (just created): the first release starts the history, and a plain push publishes it.
+    empty = tmp_path / "empty.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(empty)], check=True)
+    first = release.write_release(tmp_path / "first", repo=repo.course, class_repo=empty.as_uri(), new_history=False)
+    assert push(tmp_path / "first", empty).returncode == 0
+    assert _git(empty, "rev-parse", "main").strip() == first
 
 
 def load_deploy_config(tmp_path: Path, **settings: str):

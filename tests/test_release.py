@@ -346,10 +346,17 @@ def test_release_refuses_a_folder_that_is_not_a_release(tmp_path):
         release.write_release(REPO / "notebooks" / "out")
 
 
-def test_cli_release(tmp_path):
+def test_cli_release(tmp_path, capsys):
     from coursekit.cli import main
-    assert main(["release", "--out", str(tmp_path / "ed")]) == 0
+    # A new history only when asked: a lost build/ folder must not silently start one (tests/test_hub.py has the
+    # release built on the class repository instead).
+    assert main(["release", "--out", str(tmp_path / "ed")]) == 2
+    assert "--class-repo URL" in capsys.readouterr().err and not (tmp_path / "ed").exists()
+    assert main(["release", "--out", str(tmp_path / "ed"), "--new-history"]) == 0
     assert (tmp_path / "ed" / "lab" / "mlp_lab.ipynb").is_file()
+    assert main(["release", "--out", str(tmp_path / "ed")]) == 0      # an earlier release: one more commit, or none
+    assert main(["release", "--out", str(tmp_path / "copy"), "--class-repo", (tmp_path / "ed").as_uri()]) == 0
+    assert _git(tmp_path / "copy", "rev-parse", "HEAD") == _git(tmp_path / "ed", "rev-parse", "HEAD")
     assert main(["release", "--out", str(REPO)]) == 2
 
 
