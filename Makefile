@@ -1,9 +1,11 @@
-# Two commands on a fresh machine (only Python 3.11 needed):
+# Two commands on a fresh machine (Python 3.11; the student edition also takes 3.12 and 3.13):
 #   make lab   - set everything up, open JupyterLab on the course
 #   make test  - set everything up, run the whole test suite (unit tests, nbval, browser)
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# d2l pins its 2023 dependencies exactly: installed without them (requirements.txt pins what its code needs).
+D2L := $(shell grep -o '^d2l==[^;[:space:]]*' requirements.txt)
 # The virtual environment is rebuilt only when the pins change.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 # JupyterLab refuses to start as root unless told to (containers, CI).
@@ -20,6 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps $(D2L)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@

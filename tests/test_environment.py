@@ -5,21 +5,62 @@ import sys
 from importlib.metadata import version
 
 import pytest
+from packaging.requirements import Requirement
 
 from conftest import REPO, run_in_kernel
 
+PYTHONS = ("3.11", "3.12", "3.13")
 
-def pins_in(text: str) -> dict:
-    return dict(re.findall(r"^\s*(?:-\s*)?([A-Za-z0-9_.\-]+)==([^\s#]+)", text, flags=re.M))
+
+def requirement_lines(text: str) -> list[str]:
+    """The requirement lines of requirements.txt or of environment.yml's pip section (markers kept)."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*-\s+", "", line).split(" #")[0].strip()
+        if re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\s*==", line):
+            lines.append(line)
+    return lines
+
+
+def pins_in(text: str, python: str = "%d.%d" % sys.version_info[:2]) -> dict:
+    """{name: version} of the lines whose environment marker holds on the given Python."""
+    pins = {}
+    for line in requirement_lines(text):
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"python_version": python,
+                                                                       "python_full_version": python + ".0"}):
+            assert requirement.name not in pins, f"{requirement.name} is pinned twice for Python {python}"
+            pins[requirement.name] = str(requirement.specifier).removeprefix("==")
+    return pins
 
 
 def test_requirements_and_environment_yml_name_the_same_pins():
-    requirements = pins_in((REPO / "requirements.txt").read_text())
-    conda = pins_in((REPO / "environment.yml").read_text())
-    assert requirements == conda
-    assert {"torch", "torchvision", "d2l", "numpy", "matplotlib", "pandas", "scipy", "ipython",
-            "jupyterlab", "ipywidgets", "nbval", "pytest"} <= set(requirements)
+    assert requirement_lines((REPO / "requirements.txt").read_text()) == \
+        requirement_lines((REPO / "environment.yml").read_text())
+    for python in PYTHONS:
+        requirements = pins_in((REPO / "requirements.txt").read_text(), python)
+        assert {"torch", "torchvision", "numpy", "matplotlib", "pandas", "scipy", "ipython", "requests",
+                "matplotlib-inline", "jupyterlab", "ipywidgets", "nbval", "pytest"} <= set(requirements), python
     assert "python=3.11" in (REPO / "environment.yml").read_text()
+
+
+def test_every_python_gets_one_exact_version_of_each_pin():
+    """Markers split only what must differ (d2l's 2023 pins have no wheels past 3.11); d2l itself is pinned for
+    3.11 only, and every installer (Makefile, start.py, Colab) adds `pip install --no-deps d2l==1.0.3`."""
+    text = (REPO / "requirements.txt").read_text()
+    sets = {python: pins_in(text, python) for python in PYTHONS}
+    assert sets["3.11"]["d2l"] == "1.0.3" and "d2l" not in sets["3.12"] and "d2l" not in sets["3.13"]
+    # On 3.11 the pins are exactly d2l's own Requires-Dist, so the set installed before markers stays as it was.
+    d2l_requires = [Requirement(r) for r in __import__("importlib.metadata").metadata.requires("d2l")]
+    assert {r.name: str(r.specifier).removeprefix("==") for r in d2l_requires} == \
+        {r.name: sets["3.11"][r.name] for r in d2l_requires}
+    assert sets["3.12"] == sets["3.13"]
+    assert {n for n in sets["3.11"] if sets["3.11"][n] != sets["3.13"].get(n)} == \
+        {"d2l", "numpy", "matplotlib", "pandas", "scipy"}
+    assert int(sets["3.13"]["numpy"].split(".")[0]) == 2
+    for name in ("Makefile", "edition/Makefile", "edition/start.py"):
+        assert "--no-deps" in (REPO / name).read_text() and "d2l" in (REPO / name).read_text(), name
+    assert 'requires-python = ">=3.11,<3.14"' in (REPO / "pyproject.toml").read_text()
 
 
 def test_installed_versions_are_the_pinned_ones():
@@ -28,6 +69,7 @@ def test_installed_versions_are_the_pinned_ones():
     # torch/torchvision report a local build tag ("2.14.1+cu130"): compare the release part.
     assert {n: v.split("+")[0] for n, v in installed.items()} == requirements
     assert sys.version_info[:2] == (3, 11)
+    assert version("d2l") == "1.0.3"
 
 
 def test_ipython_is_below_9():
