@@ -6,9 +6,11 @@ nbval (``make test``) compares every cell's output with the committed one, so af
     .venv/bin/python scripts/execute_notebooks.py notebooks/05_training_mlp.ipynb
 
 Each notebook runs top to bottom in a fresh kernel in its own folder; any error stops it and writes nothing.
-Every cell also gets its slide metadata (``metadata.slideshow.slide_type``) by one rule, ``slide_type`` below, so
-that lecturers can present any lecture with JupyterLab's RISE extension ("Render as slides") without anyone
-tagging cells by hand. ``--slides-only`` sets that metadata without re-running (outputs untouched).
+Every heading starts a slide wherever it stands: a markdown cell with a heading after its first line is split there
+(``split_at_headings``), then every cell gets its slide metadata (``metadata.slideshow.slide_type``) by one rule,
+``slide_type`` below, so that lecturers can present any lecture with JupyterLab's RISE extension ("Render as
+slides") without anyone tagging cells by hand. ``--slides-only`` splits and sets that metadata without re-running
+(outputs untouched).
 The lab's notebooks are generated instead: ``python -m coursekit.grading.assign``.
 """
 import argparse
@@ -17,14 +19,60 @@ import sys
 import time
 from pathlib import Path
 
+import copy
+
 import nbformat
 
 from coursekit.grading.assign import dumps, execute
 
-# A markdown cell that opens with a level-1 or level-2 heading starts a new slide; one that opens with a level-3
-# heading starts a sub-slide (RISE shows it below its slide); every other cell continues the current slide.
+# A markdown cell that opens with a level-1 or level-2 heading starts a new slide; one that opens with a level-3 to
+# level-6 heading starts a sub-slide (RISE shows it below its slide); every other cell continues the current slide.
 SLIDE_HEADING = re.compile(r"\A\s*#{1,2}\s")
-SUBSLIDE_HEADING = re.compile(r"\A\s*###\s")
+SUBSLIDE_HEADING = re.compile(r"\A\s*#{3,6}\s")
+# A markdown heading line (ATX style, as the lectures write them); fenced code is skipped by split_at_headings.
+HEADING_LINE = re.compile(r"^#{1,6}\s")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def heading_line_numbers(source: str) -> list[int]:
+    """Indices of the lines of a markdown ``source`` that are headings, outside fenced code blocks."""
+    found, in_fence = [], False
+    for number, line in enumerate(source.split("\n")):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and HEADING_LINE.match(line):
+            found.append(number)
+    return found
+
+
+def split_at_headings(nb):
+    """``nb`` with every markdown cell that has a heading below its first line split so each heading opens a cell.
+
+    The first part keeps the cell's id and metadata; each new part gets a copy of the metadata and the id
+    ``<id>-h<k>``. Blank lines at the cut are dropped. Returns the number of cells added.
+    """
+    cells, added = [], 0
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        cuts = [n for n in heading_line_numbers(cell.source) if n > 0] if cell.cell_type == "markdown" else []
+        bounds = [0, *cuts, len(lines)]
+        parts = [text for start, end in zip(bounds[:-1], bounds[1:])
+                 if (text := "\n".join(lines[start:end]).strip("\n")).strip()]
+        if len(parts) < 2:
+            cells.append(cell)
+            continue
+        cell.source = parts[0]
+        cells.append(cell)
+        for k, text in enumerate(parts[1:], start=1):
+            part = nbformat.v4.new_markdown_cell(text, metadata=copy.deepcopy(dict(cell.metadata)))
+            if "id" in cell:
+                part["id"] = f"{cell['id'][:60]}-h{k}"
+            else:
+                part.pop("id", None)
+            cells.append(part)
+            added += 1
+    nb.cells = cells
+    return added
 
 
 def slide_type(cell, index: int) -> str:
@@ -58,6 +106,7 @@ def main(argv=None) -> int:
         nb = nbformat.read(path, as_version=4)
         if not args.slides_only:
             nb = execute(nb, cwd=path.resolve().parent, timeout=args.timeout)
+        split_at_headings(nb)
         path.write_text(dumps(with_slide_metadata(nb)))
         print(f"{path}: {'slide metadata set' if args.slides_only else 'ran'} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
