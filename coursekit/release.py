@@ -10,7 +10,10 @@
   that no student-side module imports stay out, and a module someone adds is picked up when it is imported;
 * the pinned environment (``requirements.txt``, ``environment.yml``) without the instructor's tools, a
   ``pyproject.toml`` for exactly those modules, a student ``README.md`` and ``Makefile`` (``make lab``,
-  ``make check``), ``selfcheck.py``, nbval's sanitize rules, and a Binder configuration (``.binder/``).
+  ``make check``), ``start.py`` (the same without make, e.g. on Windows), ``selfcheck.py``, nbval's sanitize rules,
+  and a Binder configuration (``.binder/``);
+* with ``--colab-repo https://github.com/ORG/REPO``, an Open-in-Colab badge and a Colab-only setup cell at the top
+  of every notebook (coursekit/colab.py).
 
 The commit is reproducible: fixed author and committer (name, e-mail, date), files written with fixed modes, no
 timestamps anywhere; the same sources give the same commit id. Running it again on an earlier release folder
@@ -34,6 +37,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from coursekit import colab
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "edition"
@@ -220,9 +225,22 @@ def _strip_outputs(text: str) -> str:
     return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def edition_files(repo: Path = REPO, keep_outputs: bool = True) -> dict[str, tuple[bytes, int]]:
-    """Every file of the student edition: ``{relative path: (content, mode)}``, nothing written yet."""
+def edition_files(repo: Path = REPO, keep_outputs: bool = True,
+                  colab_repo: str | None = None) -> dict[str, tuple[bytes, int]]:
+    """Every file of the student edition: ``{relative path: (content, mode)}``, nothing written yet.
+
+    ``colab_repo``: the class repository on GitHub; every notebook then starts with an Open-in-Colab badge and a
+    setup cell that acts on Colab only (coursekit/colab.py)."""
     files: dict[str, tuple[bytes, int]] = {}
+    requirements = (repo / "requirements.txt").read_text(encoding="utf-8")
+
+    def notebook(rel: str, data: bytes) -> bytes:
+        if not colab_repo:
+            return data
+        try:
+            return colab.with_colab_cells(data.decode("utf-8"), rel, colab_repo, requirements).encode("utf-8")
+        except colab.ColabError as exc:
+            raise ReleaseError(str(exc)) from None
 
     def add(rel: str, content: bytes | str, mode: int = 0o644):
         files[rel] = (content.encode("utf-8") if isinstance(content, str) else content, mode)
@@ -232,11 +250,11 @@ def edition_files(repo: Path = REPO, keep_outputs: bool = True) -> dict[str, tup
         data = (repo / rel).read_bytes()
         if rel.endswith(".ipynb") and not keep_outputs:
             data = _strip_outputs(data.decode("utf-8")).encode("utf-8")
-        add(rel, data)
+        add(rel, notebook(rel, data) if rel.endswith(".ipynb") else data)
     lab = repo / LAB_NOTEBOOK
     if not lab.is_file():
         raise ReleaseError(f"{lab} is missing: run `coursekit assign` first")
-    add(LAB_NOTEBOOK, lab.read_bytes())
+    add(LAB_NOTEBOOK, notebook(LAB_NOTEBOOK, lab.read_bytes()))
 
     templates = {p.relative_to(TEMPLATES).as_posix(): p for p in sorted(TEMPLATES.rglob("*")) if p.is_file()
                  and not any(part in SKIPPED_PARTS for part in p.parts)}
@@ -260,7 +278,6 @@ def edition_files(repo: Path = REPO, keep_outputs: bool = True) -> dict[str, tup
 
     for rel, path in templates.items():
         add(rel, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644)
-    requirements = (repo / "requirements.txt").read_text(encoding="utf-8")
     environment = (repo / "environment.yml").read_text(encoding="utf-8")
     add("requirements.txt", student_requirements(requirements))
     add("environment.yml", student_environment(environment, editable=True))
@@ -340,7 +357,8 @@ def build_on_class_repo(out: Path, class_repo: str, branch: str = "main") -> boo
 
 
 def write_release(out: str | Path, repo: Path = REPO, keep_outputs: bool = True, message: str | None = None,
-                  epoch: int | None = None, class_repo: str | None = None, new_history: bool = True) -> str:
+                  epoch: int | None = None, class_repo: str | None = None, new_history: bool = True,
+                  colab_repo: str | None = None) -> str:
     """Write the student edition into ``out`` and commit it; return the commit id.
 
     ``out`` must not exist, be empty, or be an earlier release (then one commit is added on top, or none when
@@ -351,7 +369,7 @@ def write_release(out: str | Path, repo: Path = REPO, keep_outputs: bool = True,
     if out == repo.resolve() or repo.resolve() in out.parents and not out.is_relative_to(repo / "build"):
         raise ReleaseError(f"{out} lies inside the instructor's repository; write the release elsewhere "
                            f"(for example build/student-edition)")
-    files = edition_files(repo, keep_outputs=keep_outputs)
+    files = edition_files(repo, keep_outputs=keep_outputs, colab_repo=colab_repo)
     if class_repo:
         build_on_class_repo(out, class_repo)
     # With a class repository, out is now its clone (or it had nothing published yet: the first release).
@@ -408,16 +426,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-history", action="store_true",
                         help="allow a new history in a missing or empty DIR without --class-repo (a class's first "
                              "release; students' copies of another history could not pull it)")
+    parser.add_argument("--colab-repo", default=None, metavar="https://github.com/ORG/REPO",
+                        help="the class repository on GitHub: each notebook gets an Open-in-Colab badge and a setup "
+                             "cell that installs what Colab lacks, on Colab only (default: no Colab cells)")
 
 
 def run(args) -> int:
     try:
         commit = write_release(args.out, keep_outputs=not args.strip_outputs, message=args.message,
-                               class_repo=args.class_repo, new_history=args.new_history)
+                               class_repo=args.class_repo, new_history=args.new_history, colab_repo=args.colab_repo)
     except ReleaseError as exc:
         print(f"coursekit release: {exc}", file=sys.stderr)
         return 2
-    files = len(edition_files(keep_outputs=not args.strip_outputs))
+    files = len(edition_files(keep_outputs=not args.strip_outputs, colab_repo=args.colab_repo))
     print(f"wrote the student edition to {args.out}: {files} files, commit {commit}\n"
           f"publish it: git -C {args.out} push {args.class_repo or '<the class repository URL>'} main")
     return 0
