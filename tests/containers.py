@@ -123,7 +123,7 @@ def debian_rootfs(suite: str, packages=(), *, timeout: float = 1800) -> Path:
     """A cached ``debootstrap --variant=minbase`` tree of ``suite`` with BASE_PACKAGES + ``packages``.
 
     Built in a temp folder beside its final place and renamed when complete, so a tree that exists is whole.
-    Took about 50 s here for bookworm with a quiet machine.
+    Took 50 s for bookworm on a quiet machine here, 3-5 min for trixie at load 6-19 (mostly waiting).
     """
     all_packages = _packages(suite, packages)
     key = rootfs_key(suite, packages)
@@ -133,6 +133,8 @@ def debian_rootfs(suite: str, packages=(), *, timeout: float = 1800) -> Path:
     with _locked(f"rootfs-{suite}-{key}"):
         if target.is_dir():  # another process built it while we waited
             return target
+        for stale in IMAGE_CACHE.glob(f".building-{suite}-{key}-*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         building = Path(tempfile.mkdtemp(prefix=f".building-{suite}-{key}-", dir=IMAGE_CACHE))
         building.chmod(0o755)  # it becomes the container's "/": mkdtemp's 0700 would lock out other users
         try:
