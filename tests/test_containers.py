@@ -4,10 +4,13 @@ limit, pip through the proxy with a cache kept on the host, torch from this mach
 ``podman build`` from the local base image."""
 
 import json
+import os
 import resource
 import subprocess
+import sys
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +57,58 @@ def test_ulimits_never_exceed_the_hosts_hard_limits():
         hard = resource.getrlimit(limit)[1]
         assert hard == resource.RLIM_INFINITY or value <= hard
     assert nproc <= containers.PODMAN_NPROC_CEILING
+
+
+FAKE_DEBOOTSTRAP = """#!/bin/sh
+# Stands in for debootstrap: records each call, takes a while, then makes a tree (or fails when asked).
+echo "$@" >> "$CALLS"
+sleep 2
+[ -n "$FAIL" ] && { echo "E: Couldn't download packages: $FAIL" >&2; exit 1; }
+target="$4"
+mkdir -p "$target/etc" "$target/usr/bin"
+"""
+
+
+def _fake_debootstrap_env(tmp_path, **extra) -> dict:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    script = fake_bin / "debootstrap"
+    script.write_text(FAKE_DEBOOTSTRAP)
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+            "COURSEKIT_IMAGE_CACHE": str(tmp_path / "cache"), **extra}
+
+
+ROOTFS_IN_A_PROCESS = ("import sys; sys.path.insert(0, {tests!r}); import containers; "
+                       "print(containers.debian_rootfs('bookworm', ['bubblewrap']))")
+
+
+def test_two_processes_asking_for_one_rootfs_build_it_once(tmp_path):
+    env = _fake_debootstrap_env(tmp_path)
+    code = ROOTFS_IN_A_PROCESS.format(tests=str(Path(__file__).parent))
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1
+    rootfs = Path(paths.pop())
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 1, calls
+    assert calls[0].startswith("--variant=minbase --include=bubblewrap,ca-certificates,git,make,python3,")
+    assert rootfs.parent == tmp_path / "cache" and (rootfs / "etc" / "coursekit-rootfs.json").is_file()
+    assert oct(rootfs.stat().st_mode & 0o777) == "0o755"  # it becomes "/" for every user in the container
+    assert not list((tmp_path / "cache").glob(".building-*"))
+
+
+def test_a_failed_debootstrap_says_why_and_leaves_nothing(tmp_path):
+    env = _fake_debootstrap_env(tmp_path, FAIL="python3-venv")
+    code = ROOTFS_IN_A_PROCESS.format(tests=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "debootstrap bookworm failed (status 1)" in done.stderr
+    assert "Couldn't download packages: python3-venv" in done.stderr
+    assert not [path for path in (tmp_path / "cache").iterdir() if not path.name.endswith(".lock")]
 
 
 # ---------------------------------------------------------------------------------------- containers
