@@ -254,8 +254,9 @@ def pip_options(uid: int = 0, *, local_wheels: bool = False) -> tuple[list[tuple
 
     The cache is one folder per container uid (pip-cache/<uid>, owned by it), with a wheelhouse in it
     ($COURSEKIT_WHEELHOUSE in the container): install with ``cached_pip_install`` so a second run does not
-    download again (pip's own HTTP cache keeps nothing behind this proxy). ``local_wheels`` (Python 3.11 only: the wheels are cp311) also mounts this machine's
-    local package folders and torch constraint read-only, so pip takes torch 2.14.1 from disk as on the host.
+    download again (pip's own HTTP cache keeps nothing behind this proxy). ``local_wheels`` (Python 3.11 only:
+    the wheels are cp311) also mounts this machine's local package folders and torch constraint read-only, so
+    pip takes torch 2.14.1 from disk as on the host.
     """
     cache = IMAGE_CACHE / "pip-cache" / str(uid)
     (cache / "wheelhouse").mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,16 @@ def test_bookworm_container_runs_python311_confined_like_docker(bookworm_image):
 
 
 @pytest.mark.slow
+def test_network_none_leaves_only_loopback(bookworm_image):
+    probe = ("import errno, socket; s = socket.socket(); s.settimeout(10); "
+             "print(errno.errorcode[s.connect_ex(('{}', 443))])")
+    result = containers.podman_run(bookworm_image, ["python3", "-c", probe.format("151.101.0.223")], network="none")
+    assert result.stdout.strip() == "ENETUNREACH"
+    interfaces = containers.podman_run(bookworm_image, ["ls", "/sys/class/net"], network="none")
+    assert interfaces.stdout.split() == ["lo"]
+
+
+@pytest.mark.slow
 def test_memory_limit_is_enforced(bookworm_image):
     allocate = "python3 -c 'x = bytearray({} * 2**20); x[::4096] = b\"1\" * len(x[::4096]); print(\"allocated\")'"
     small = containers.podman_run(bookworm_image, ["sh", "-c", allocate.format(16)], memory="128m")
