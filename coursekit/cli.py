@@ -15,12 +15,13 @@ from pathlib import Path
 
 
 def _limits_args(p: argparse.ArgumentParser):
-    from coursekit.grading.sandbox import Limits
+    from coursekit.grading.sandbox import Limits, default_memory_mb
     d = Limits()
     p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds per cell (%(default)s)")
     p.add_argument("--timeout", type=float, default=d.submission_timeout,
                    help="seconds per submission, every cell together (%(default)s)")
-    p.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory per submission, MiB (%(default)s)")
+    p.add_argument("--memory-mb", type=int, default=default_memory_mb(),
+                   help="memory per submission, MiB (%(default)s: less than 3072 in a container with less memory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden tests' inputs (%(default)s)")
 
 
@@ -60,7 +61,7 @@ def cmd_grade(args) -> int:
 def cmd_bundle(args) -> int:
     from coursekit.grading.gradescope import build_bundle
     try:
-        path = build_bundle(args.out, autograder_dir=args.autograder_dir)
+        path = build_bundle(args.out, autograder_dir=args.autograder_dir, visibility=args.visibility)
     except FileNotFoundError as exc:
         print(f"coursekit gradescope-bundle: {exc}", file=sys.stderr)
         return 2
@@ -71,9 +72,11 @@ def cmd_bundle(args) -> int:
 def cmd_gradescope_run(args) -> int:
     import json
     import traceback
+    from coursekit.grading import sandbox
     from coursekit.grading.batch import grade_gradescope_submission
     from coursekit.grading.outfiles import atomic_write
     try:
+        print(f"isolation: {sandbox.describe_isolation()}")
         results = grade_gradescope_submission(args.submission, args.autograder_dir, args.results,
                                               limits=_limits(args), seed=args.seed)
     except Exception as exc:     # noqa: BLE001 (Gradescope needs a results file whatever happened)
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("--out", default="mlp_lab_autograder.zip")
     b.add_argument("--autograder-dir", default=None, help="default: the repository's lab/autograder")
+    b.add_argument("--visibility", default="after_published",
+                   choices=("hidden", "after_due_date", "after_published", "visible"),
+                   help="when students see the hidden tests' results on Gradescope (%(default)s)")
     b.set_defaults(func=cmd_bundle)
 
     r = sub.add_parser("gradescope-run", help="grade one Gradescope submission (used by run_autograder)")

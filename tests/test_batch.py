@@ -107,7 +107,7 @@ def test_gradescope_results_are_valid_and_match_the_gradebook(graded):
         assert res["score"] == total
         assert [(t["name"], t["score"], t["max_score"]) for t in res["tests"]] == \
             [("add Addition", add, 2), ("mul Multiplication", mul, 3)]
-        assert all(t["visibility"] == "visible" for t in res["tests"])
+        assert all(t["visibility"] == "after_published" for t in res["tests"])     # gradescope.DEFAULT_VISIBILITY
 
 
 @pytest.mark.slow

@@ -25,19 +25,38 @@ GRADE = {"student": "ada", "total": 7, "max_total": 10, "status": "timeout",
          "feedback": "..."}
 
 
-def test_results_json_follows_gradescope_format():
+def test_results_json_follows_gradescope_format(monkeypatch):
+    monkeypatch.delenv("COURSEKIT_GRADESCOPE_VISIBILITY", raising=False)
     res = results_json(GRADE)
     validate_results(res)
     assert res["score"] == 7.0
     assert res["tests"] == [
         {"name": "q1 Activation functions", "score": 7.0, "max_score": 7.0, "output": "passed  relu (7/7)",
-         "visibility": "visible"},
+         "visibility": "after_published"},
         {"name": "q2 Derivatives", "score": 0.0, "max_score": 3.0,
-         "output": "FAILED  relu_grad (0/3): wrong values", "visibility": "visible"}]
+         "output": "FAILED  relu_grad (0/3): wrong values", "visibility": "after_published"}]
     assert "status: timeout" in res["output"] and "cell 4: stopped" in res["output"]
-    assert results_json(GRADE, visibility="after_published")["tests"][0]["visibility"] == "after_published"
+    assert results_json(GRADE, visibility="visible")["tests"][0]["visibility"] == "visible"
     with pytest.raises(ValueError, match="visibility"):
         results_json(GRADE, visibility="sometimes")
+
+
+def test_hidden_tests_are_shown_after_publication_unless_the_bundle_says_otherwise(tmp_path, monkeypatch):
+    from coursekit.grading import gradescope
+    monkeypatch.delenv(gradescope.VISIBILITY_ENV, raising=False)
+    assert gradescope.visibility_setting() == gradescope.DEFAULT_VISIBILITY == "after_published"
+    monkeypatch.setenv(gradescope.VISIBILITY_ENV, "hidden")
+    assert {t["visibility"] for t in results_json(GRADE)["tests"]} == {"hidden"}
+    monkeypatch.setenv(gradescope.VISIBILITY_ENV, "sometimes")
+    with pytest.raises(ValueError, match="COURSEKIT_GRADESCOPE_VISIBILITY must be one of"):
+        results_json(GRADE)
+    monkeypatch.delenv(gradescope.VISIBILITY_ENV)
+    zipped = build_bundle(tmp_path / "visible.zip", visibility="visible")
+    with zipfile.ZipFile(zipped) as zf:
+        script = zf.read("run_autograder").decode()
+    assert 'COURSEKIT_GRADESCOPE_VISIBILITY="${COURSEKIT_GRADESCOPE_VISIBILITY:-visible}"' in script
+    with pytest.raises(ValueError, match="visibility must be one of"):
+        build_bundle(tmp_path / "bad.zip", visibility="sometimes")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -49,7 +68,7 @@ def test_results_json_follows_gradescope_format():
     (lambda r: r.update(tests={}), "must be a list"),
 ])
 def test_validate_results_rejects_what_gradescope_would(change, message):
-    res = results_json(GRADE)
+    res = results_json(GRADE, visibility="visible")
     change(res)
     with pytest.raises(ValueError, match=message):
         validate_results(res)
@@ -111,7 +130,9 @@ def test_run_autograder_in_a_local_autograder_layout(tmp_path, bundle):
     validate_results(res)
     assert res["score"] == 100.0
     questions = json.loads((REPO / "lab" / "autograder" / "spec.json").read_text())["questions"]
-    assert [t["name"].split()[0] for t in res["tests"]] == [q["name"] for q in questions]
+    # one entry per hidden test ("q1 Activation functions: relu"), from coursekit.grading.results
+    assert [(t["name"].split()[0], t["name"].rsplit(": ", 1)[1]) for t in res["tests"]] == \
+        [(q["name"], test) for q in questions for test, _ in q["tests"]]
     assert all(t["score"] == t["max_score"] for t in res["tests"])
 
 

@@ -267,13 +267,24 @@ def test_a_zombie_whose_threads_run_on_is_killed_and_gone_before_its_uid_is_free
     assert _processes_of(uid) == {}
 
 
-def test_no_isolation_is_refused_unless_asked_for(monkeypatch):
+def test_without_root_or_user_namespaces_grading_is_refused_and_says_what_to_enable(monkeypatch):
     monkeypatch.delenv("COURSEKIT_SANDBOX", raising=False)
     monkeypatch.setattr(sandbox, "_MODE_CACHE", {})
     monkeypatch.setattr(sandbox, "is_root", lambda: False)
+    monkeypatch.setattr(sandbox, "_bwrap_probe", lambda rootless: "setting up uid map: Permission denied")
     assert sandbox.isolation_mode() == "unavailable"
+    words = sandbox.describe_isolation()
+    assert "Permission denied" in words and "apt-get install bubblewrap" in words
+    assert "unprivileged_userns_clone" in words
     with pytest.raises(sandbox.ZygoteError, match="no isolation available"):
         sandbox.Zygote()
+
+
+def test_there_is_no_unisolated_mode(monkeypatch):
+    monkeypatch.setattr(sandbox, "_MODE_CACHE", {})
+    monkeypatch.setenv("COURSEKIT_SANDBOX", "none")
+    with pytest.raises(ValueError, match="no longer exists.*as root"):
+        sandbox.isolation_mode()
 
 
 def test_a_dead_graders_job_folders_are_removed_by_the_next_one(tmp_path):

@@ -219,7 +219,7 @@ def _warn_if_readable(spec, out: Path, log) -> None:
     import sys
 
     from coursekit.grading import sandbox
-    if sandbox.isolation_mode() != "uid":
+    if not sandbox.relies_on_permissions():
         return
     folder = getattr(spec, "autograder_dir", None)
     paths = [out] + ([Path(folder), Path(folder).parent / "source"] if folder else [])

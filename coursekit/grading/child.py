@@ -351,6 +351,8 @@ def _reseed():
 # ------------------------------------------------------------------------- namespaces (Linux, needs root)
 
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 
@@ -394,8 +396,41 @@ class PidNamespaces:
 
 
 def _enter_mount_namespace():
-    _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    """The job's own mount, network, IPC and host-name namespaces: two jobs share no socket, loopback port,
+    abstract Unix socket, System V or POSIX IPC object; a job has no network but its own loopback."""
+    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
+           "unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)      # nothing mounted here shows outside
+    _loopback_up()
+
+
+def _loopback_up():
+    """Bring up the new network namespace's loopback (down when made): code that talks to itself over
+    127.0.0.1 works, within this job only."""
+    import fcntl
+    import socket
+    import struct
+    siocsifflags, iff_up, iff_loopback, iff_running = 0x8914, 0x1, 0x8, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh22x", b"lo", iff_up | iff_loopback | iff_running))
+
+
+def _no_new_privileges(drop_capabilities: bool):
+    """``no_new_privs``: no setuid program or file capability gives the job back what it dropped. With
+    ``drop_capabilities`` (a job that keeps uid 0 of an unprivileged user namespace, the rootless mode): every
+    capability dropped, the bounding set too, so that no program it runs gets one back."""
+    libc = _libc()
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if not drop_capabilities:
+        return
+    import ctypes
+    with open("/proc/sys/kernel/cap_last_cap") as fh:
+        last = int(fh.read())
+    for cap in range(last + 1):         # needs CAP_SETPCAP, which the rootless server keeps for this
+        _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {cap})")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()                      # effective, permitted, inheritable: all empty
+    _check(libc.capset(header, data), "capset")
 
 
 def _private_mounts(cmd: ServerCommand):
@@ -451,6 +486,11 @@ def _job_process(cmd: ServerCommand, isolate: bool):
             os.setgroups([])
             os.setgid(cmd.uid)
             os.setuid(cmd.uid)      # drops every capability: from here on the process is an ordinary user
+        _no_new_privileges(drop_capabilities=cmd.uid is None and isolate)
+        from coursekit.grading import seccomp_filter
+        program = seccomp_filter.job_filter(block_network=not isolate)     # no network namespace: no network
+        if program is not None:
+            seccomp_filter.install(program)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
@@ -492,7 +532,17 @@ def _namespaces_work(namespaces: PidNamespaces) -> str:
     return "" if os.waitstatus_to_exitcode(status) == 0 else "a job cannot have its own PID and mount namespaces"
 
 
+def _die_with_the_grader():
+    """SIGKILL when the process that started this one (the grader's thread, or bwrap) ends: set here, not in a
+    ``preexec_fn`` (which is unsafe in the grader's threaded process)."""
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    started_by = os.environ.get("COURSEKIT_GRADER_PID", "")
+    if started_by.isdigit() and os.getppid() != int(started_by):
+        os._exit(1)         # it ended before the line above: nothing to serve
+
+
 def serve():
+    _die_with_the_grader()
     isolate = os.geteuid() == 0 and os.environ.get("COURSEKIT_SANDBOX_ISOLATE") == "1"
     _preload()
     out = os.dup(1)
@@ -535,6 +585,12 @@ def serve():
         *lines, buf = buf.split(b"\n")
         for line in lines:
             if not line.strip():
+                continue
+            doomed = protocol.parse_kill_line(line)
+            if doomed is not None:      # its pid is an unreaped child of this process: never a recycled one
+                for pid, job in jobs.items():
+                    if job == doomed:
+                        os.kill(pid, signal.SIGKILL)
                 continue
             cmd = ServerCommand.from_line(line)
             pid = namespaces.fork() if namespaces else os.fork()

@@ -16,13 +16,28 @@ reads ``$COURSEKIT_AUTOGRADER_ROOT`` (default ``/autograder``), so a test can ru
 """
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 from pathlib import Path
 
-__all__ = ["results_json", "validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER"]
+__all__ = ["results_json", "validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER", "DEFAULT_VISIBILITY",
+           "visibility_setting"]
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+# hidden tests: students see their results once the instructor publishes the grades, not at submission (where
+# they could probe the hidden tests by resubmitting); `coursekit gradescope-bundle --visibility` changes it
+DEFAULT_VISIBILITY = "after_published"
+VISIBILITY_ENV = "COURSEKIT_GRADESCOPE_VISIBILITY"
+
+
+def visibility_setting() -> str:
+    """The hidden tests' visibility: ``$COURSEKIT_GRADESCOPE_VISIBILITY`` (the bundle's ``run_autograder`` sets it
+    to what the bundle was built with), else ``DEFAULT_VISIBILITY``."""
+    value = os.environ.get(VISIBILITY_ENV) or DEFAULT_VISIBILITY
+    if value not in VISIBILITIES:
+        raise ValueError(f"{VISIBILITY_ENV} must be one of {', '.join(VISIBILITIES)}, got {value!r}")
+    return value
 
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, to build the autograder image (it has internet access then).
@@ -30,7 +45,8 @@ set -euo pipefail
 cd /autograder/source
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# bubblewrap isolates student code (without it the grader falls back to an unprivileged uid).
+# Gradescope's containers give root without CAP_SYS_ADMIN: the grader runs each job under an unprivileged uid
+# (mode "container"); bubblewrap is used where the container allows it (a privileged one, a local test).
 apt-get install -y -qq bubblewrap python3 python3-venv ca-certificates
 # Debian's package of Fashion-MNIST, where the distribution has it; otherwise coursekit downloads it below.
 apt-get install -y -qq dataset-fashion-mnist || true
@@ -55,9 +71,10 @@ set -uo pipefail
 ROOT="${COURSEKIT_AUTOGRADER_ROOT:-/autograder}"
 PY="${COURSEKIT_PYTHON:-$ROOT/venv/bin/python}"
 mkdir -p "$ROOT/results"
-# Without bubblewrap student code runs as an unprivileged uid only: the hidden tests and the results
-# must then be unreadable to it.
+# In Gradescope's container student code runs under an unprivileged uid on this file system: the hidden
+# tests and the results must be unreadable to it (the venv and the coursekit package stay readable).
 chmod 700 "$ROOT/source/autograder" "$ROOT/results"
+export COURSEKIT_GRADESCOPE_VISIBILITY="${COURSEKIT_GRADESCOPE_VISIBILITY:-@VISIBILITY@}"
 cd "$ROOT/source"
 # the bundle's own coursekit comes first on the path
 export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
@@ -72,8 +89,10 @@ def _question_output(q: dict) -> str:
     return "\n".join(lines)
 
 
-def results_json(grade, visibility: str = "visible") -> dict:
-    """Gradescope's results for one graded submission (a ``SubmissionGrade`` or its ``as_dict()``)."""
+def results_json(grade, visibility: str | None = None) -> dict:
+    """Gradescope's results for one graded submission (a ``SubmissionGrade`` or its ``as_dict()``); the tests'
+    visibility is ``visibility_setting()`` unless given."""
+    visibility = visibility or visibility_setting()
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility must be one of {VISIBILITIES}, got {visibility!r}")
     g = grade if isinstance(grade, dict) else grade.as_dict()
@@ -117,8 +136,11 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def build_bundle(out_zip, autograder_dir=None) -> Path:
-    """Write the Gradescope autograder zip: setup.sh, run_autograder, requirements, coursekit, hidden tests."""
+def build_bundle(out_zip, autograder_dir=None, visibility: str = DEFAULT_VISIBILITY) -> Path:
+    """Write the Gradescope autograder zip: setup.sh, run_autograder, requirements, coursekit, hidden tests.
+    ``visibility``: when students see the hidden tests' results (Gradescope's ``visibility`` of each test)."""
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}, got {visibility!r}")
     repo = _repo_root()
     hidden = Path(autograder_dir) if autograder_dir else repo / "lab" / "autograder"
     for needed in (hidden / "spec.json", hidden / "hidden_tests.py", repo / "requirements.txt",
@@ -130,7 +152,7 @@ def build_bundle(out_zip, autograder_dir=None) -> Path:
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_zip.with_name(f".{out_zip.name}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, text in (("setup.sh", SETUP_SH), ("run_autograder", RUN_AUTOGRADER)):
+        for name, text in (("setup.sh", SETUP_SH), ("run_autograder", RUN_AUTOGRADER.replace("@VISIBILITY@", visibility))):
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFREG | 0o755) << 16
             info.compress_type = zipfile.ZIP_DEFLATED

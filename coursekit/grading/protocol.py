@@ -158,6 +158,19 @@ class ServerCommand:
         return cls(**json.loads(line))
 
 
+KILL_PREFIX = b"kill "      # a line "kill <job id>" on the server's stdin: SIGKILL that job (its namespace)
+
+
+def kill_line(job_id: str) -> bytes:
+    """The server's instruction to kill a job: it signals its own unreaped child, so never a recycled pid."""
+    return KILL_PREFIX + job_id.encode() + b"\n"
+
+
+def parse_kill_line(line: bytes) -> str | None:
+    """The job id of a kill line, or None if ``line`` is not one."""
+    return line[len(KILL_PREFIX):].decode(errors="replace").strip() if line.startswith(KILL_PREFIX) else None
+
+
 @dataclass
 class ServerReply:
     """One line on the warm server's stdout: ``ready`` (once), ``started`` (pid) and ``exit`` (code) per job."""

@@ -371,7 +371,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                         reason = "server"
                     elif elapsed - last_mem >= 0.2:
                         last_mem = elapsed
-                        if sandbox.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
+                        if z.job_memory_mb(job_uid, pid, limits.memory_mb) > limits.memory_mb:
                             reason = "memory"
                         elif elapsed - last_disk >= 0.5:
                             last_disk = elapsed
@@ -380,7 +380,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                                 reason = "disk"
                 if reason is not None:
                     killed_for = reason
-                    sandbox.kill_job(job_uid, pid)
+                    z.kill_job(job_id, job_uid)
                     z.wait_exit(job_id, 10)
                     break
                 time.sleep(0.05)
@@ -388,7 +388,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             killed_for = "server"
         finally:
             if pid is not None:
-                sandbox.kill_job(job_uid, pid)      # strays: what the job left running
+                z.kill_job(job_id, job_uid)      # strays: what the job left running
                 z.wait_exit(job_id, 10)
             tracker(events.poll(), time.monotonic() - start)
             code = z.exit_code(job_id)

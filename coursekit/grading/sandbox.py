@@ -1,26 +1,39 @@
 """Where untrusted notebook code runs: a sandboxed warm server that forks one process per job.
 
 ``Zygote`` starts ``coursekit/grading/child.py --serve`` once (torch, d2l, IPython, the data set loaded), in
-the sandbox; each job is a fork of it in PID and mount namespaces of its own, under a uid of its own, in a
-folder of its own, with limits (``protocol.Limits``). The job/event protocol is ``coursekit.grading.protocol``.
+the sandbox; each job is a fork of it, with limits (``protocol.Limits``). The job/event protocol is
+``coursekit.grading.protocol``. Student code never runs as root, nor with any capability.
 
-Isolation, the strongest this machine allows (``isolation_mode()`` says which):
+Isolation: the strongest the place the grader runs in allows, detected at start (``isolation_mode()``; the
+summary, the gradebook's records, the feedback and Gradescope's results name it):
 
-``"bwrap"``  (root with bubblewrap) a mount namespace in which only the system (``/usr``, ``/etc``),
-    Python, the virtual environment, the ``coursekit`` package and the dataset are visible, read-only,
-    plus the job folders; no network. The repository (solutions, hidden tests) and the grader's output
-    folder do not exist in there.
-``"uid"``    (root without bubblewrap) the host's file system, protected by permissions only: the grader's
-    own folders must be unreadable to the jobs' uids (0700), which ``check_unreadable`` verifies.
-``"none"``   (only when asked for with ``COURSEKIT_SANDBOX=none``) a plain subprocess with limits only: for
-    a student's own machine, never for grading untrusted code.
+``"bwrap"``       root with bubblewrap (a machine or VM of the instructor's): a mount namespace in which only
+    the system (``/usr``, ``/etc``), Python, the virtual environment, the ``coursekit`` package and the data
+    set are visible, read-only, plus the job folders; the repository (solutions, hidden tests) and the
+    grader's output do not exist in there. Each job: its own uid, PID, mount, network, IPC namespaces.
+``"namespaces"``  root without bubblewrap: the same per-job uid and namespaces, but the host's file system,
+    protected by permissions only (the grader's folders must be 0700: ``check_unreadable``).
+``"container"``   root without ``CAP_SYS_ADMIN`` (Gradescope, ``docker run``, a Kubernetes Job: Docker's
+    default capabilities and seccomp profile, no new namespaces): each job under an unprivileged uid of its
+    own (``CAP_SETUID``/``CAP_SETGID`` are kept there), ``no_new_privs``, its scratch in its own folder; the
+    hidden tests, the grader's files and the results unreadable to that uid (0700; ``check_unreadable``).
+``"userns"``      not root (an instructor's laptop or a shared server): bubblewrap in an unprivileged user
+    namespace, as in mode "bwrap", and each job in PID, mount, network and IPC namespaces of its own, with
+    every capability dropped (bounding set included) and ``no_new_privs``. The kernel sees the jobs under
+    the instructor's uid (one uid is all an unprivileged user namespace maps), but a job sees none of the
+    instructor's files or processes. Where user namespaces are disabled, the grader refuses and says what
+    to enable or install (``describe_isolation``).
 
-In modes "bwrap" and "uid" every job is process 1 of a PID namespace of its own: when it ends, or is
-killed, the kernel kills every process it started (whatever their state: daemons that left its session,
-a zombie whose threads run on). Its own mount namespace gives it its own /proc (it sees only its own
-processes), /dev/shm and /tmp (tmpfs, gone with it), and hides the other jobs' folders. Before a job's uid is
-used again every process of that uid is killed and gone (``UidSlot``). Without root (so without namespaces)
-the grader refuses to run unless mode "none" was asked for.
+There is no unisolated mode: ``COURSEKIT_SANDBOX=none`` is refused (it ran student code with the grader's
+rights, as root under root). ``$COURSEKIT_SANDBOX`` may ask for a weaker mode than detected, to test it.
+
+In every mode but "container" a job is process 1 of a PID namespace of its own: when it ends, or is killed,
+the kernel kills every process it started. It has its own /proc, /dev/shm and /tmp (tmpfs, gone with it),
+its own network (a loopback only) and IPC namespace; the other jobs' folders are hidden. Jobs are killed by
+the server, which signals its own unreaped child (never a recycled pid); processes of a sandbox uid are
+killed through a pidfd opened before their uid is checked (``_kill_uid``). Before a job's uid is used again
+every process of that uid is gone (``UidSlot``). Sandbox uids are 60600-60855: above regular users
+(<= 60000) and systemd-homed's, below systemd's DynamicUser range (61184-65519) and 65536.
 
 Limits on every run: wall-clock time, memory (``RLIMIT_DATA`` per process and a watchdog on the resident
 memory of all the job's processes), number of processes (``RLIMIT_NPROC`` under the job's own uid), size
@@ -43,9 +56,13 @@ from coursekit.grading import protocol
 from coursekit.grading.paths import CHILD_PROGRAM
 from coursekit.grading.protocol import Limits, ServerCommand, ServerReply
 
-__all__ = ["Limits", "Zygote", "ZygoteError", "UidSlot", "isolation_mode", "describe_isolation"]
+__all__ = ["Limits", "Zygote", "ZygoteError", "UidSlot", "isolation_mode", "describe_isolation", "MODES",
+           "relies_on_permissions", "cgroup_memory_limit_mb", "default_memory_mb"]
 
-SANDBOX_UID_BASE = 61000    # uids SANDBOX_UID_BASE .. +255: one per sandbox running at the same time
+MODES = ("bwrap", "namespaces", "container", "userns")      # strongest first
+NAMESPACE_MODES = ("bwrap", "namespaces", "userns")
+
+SANDBOX_UID_BASE = 60600    # uids SANDBOX_UID_BASE .. +255, one per job running at the same time (see above)
 SANDBOX_UID_SLOTS = 256
 INSIDE_SPOOL = "/spool"
 LOCK_DIR = Path("/run/coursekit-sandbox") if os.geteuid() == 0 else None
@@ -62,50 +79,123 @@ def bwrap_path() -> str | None:
 
 _MODE_CACHE: dict = {}
 
+NO_NONE_MODE = ("COURSEKIT_SANDBOX=none no longer exists: it ran student code with the grader's own rights (as "
+                "root: as root). Without root the grader isolates jobs in an unprivileged user namespace (mode "
+                "userns); see `coursekit grade`'s first line for what this machine allows")
+
+# unshare() of every namespace a job gets, in a throw-away process: 0 if this process may make them
+_NAMESPACE_PROBE = ("import ctypes, os, sys\n"
+                    "libc = ctypes.CDLL(None, use_errno=True)\n"
+                    "if libc.unshare(0x20000000 | 0x00020000 | 0x40000000 | 0x08000000) != 0:\n"
+                    "    sys.exit('unshare: ' + os.strerror(ctypes.get_errno()))\n")
+
+
+def _bwrap_probe(rootless: bool) -> str:
+    """'' if bubblewrap can make the server's sandbox here (in a user namespace of its own if ``rootless``),
+    else why not."""
+    bw = bwrap_path()
+    if not bw:
+        return "bubblewrap is not installed"
+    user = ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETPCAP"] if rootless else []
+    probe = subprocess.run([bw, *user, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+                            "--unshare-net", "--unshare-ipc", "--die-with-parent",
+                            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN",
+                            "--", sys.executable, "-I", "-S", "-c", _NAMESPACE_PROBE],
+                           capture_output=True, timeout=60)
+    return "" if probe.returncode == 0 else (probe.stderr.decode(errors="replace").strip() or "bwrap failed")
+
+
+def _namespaces_probe() -> str:
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", _NAMESPACE_PROBE], capture_output=True, timeout=60)
+    return "" if probe.returncode == 0 else (probe.stderr.decode(errors="replace").strip() or "unshare failed")
+
+
+def _effective_capabilities() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def can_switch_uid() -> bool:
+    """Root with CAP_SETUID and CAP_SETGID (kept by Docker's default capabilities)."""
+    caps = _effective_capabilities()
+    return is_root() and bool(caps & (1 << 6)) and bool(caps & (1 << 7))
+
 
 def isolation_mode() -> str:
-    """``"bwrap"``, ``"uid"``, ``"none"`` (see the module's docstring) or ``"unavailable"`` (not root: the
-    grader refuses to run). Checked once by running bwrap. ``$COURSEKIT_SANDBOX`` may ask for a weaker mode
-    (to test the fallbacks, or ``none`` to run unisolated on purpose)."""
+    """One of ``MODES`` (see the module's docstring), or ``"unavailable"`` (the grader refuses to run; see
+    ``describe_isolation``). Detected once, by trying. ``$COURSEKIT_SANDBOX`` may ask for a weaker mode than
+    the one detected (to test it); never for none."""
     if "mode" in _MODE_CACHE:
         return _MODE_CACHE["mode"]
     forced = os.environ.get("COURSEKIT_SANDBOX", "")
-    if forced:          # a weaker mode on purpose (tests of the fallbacks), never a stronger one than possible
-        if forced not in ("bwrap", "uid", "none"):
-            raise ValueError(f"COURSEKIT_SANDBOX must be bwrap, uid or none, got {forced!r}")
-        if forced in ("bwrap", "uid") and not is_root():
-            raise ValueError(f"COURSEKIT_SANDBOX={forced} needs root (to switch to an unprivileged uid)")
-        if forced == "bwrap" and not bwrap_path():
-            raise ValueError("COURSEKIT_SANDBOX=bwrap but bubblewrap is not installed (apt-get install bubblewrap)")
+    if forced:
+        if forced == "none":
+            raise ValueError(NO_NONE_MODE)
+        if forced not in MODES:
+            raise ValueError(f"COURSEKIT_SANDBOX must be one of {', '.join(MODES)}, got {forced!r}")
+        if forced == "userns" and is_root():
+            raise ValueError("COURSEKIT_SANDBOX=userns is for a user without root: as root its jobs would be "
+                             "root outside the namespace")
+        if forced != "userns" and not can_switch_uid():
+            raise ValueError(f"COURSEKIT_SANDBOX={forced} needs root with CAP_SETUID and CAP_SETGID (to give "
+                             "each job an unprivileged uid)")
+        why = {"bwrap": lambda: _bwrap_probe(False), "namespaces": _namespaces_probe,
+               "userns": lambda: _bwrap_probe(True)}.get(forced, lambda: "")()
+        if why:
+            raise ValueError(f"COURSEKIT_SANDBOX={forced} does not work here: {why}")
         _MODE_CACHE["mode"] = forced
         return forced
     mode = "unavailable"
     if is_root():
-        mode = "uid"
-        bw = bwrap_path()
-        if bw:
-            probe = subprocess.run([bw, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "--die-with-parent",
-                                    "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                                    "--cap-add", "CAP_SYS_ADMIN", "--", "true"],
-                                   capture_output=True, timeout=30)
-            if probe.returncode == 0:
-                mode = "bwrap"
-            else:
-                _MODE_CACHE["why_not_bwrap"] = probe.stderr.decode(errors="replace").strip()
+        why = _MODE_CACHE["why_not_bwrap"] = _bwrap_probe(False)
+        if not why:
+            mode = "bwrap"
+        else:
+            why = _MODE_CACHE["why_not_namespaces"] = _namespaces_probe()
+            if not why:
+                mode = "namespaces"
+            elif can_switch_uid():
+                mode = "container"
+    else:
+        why = _MODE_CACHE["why_not_userns"] = _bwrap_probe(True)
+        if not why:
+            mode = "userns"
     _MODE_CACHE["mode"] = mode
     return mode
 
 
+def relies_on_permissions() -> bool:
+    """True where jobs see the host's file system (the grader's folders must then be unreadable to them)."""
+    return isolation_mode() in ("namespaces", "container")
+
+
 def describe_isolation() -> str:
+    """The isolation in words, for the summary, the records and the feedback."""
     mode = isolation_mode()
     if mode == "bwrap":
-        return "bubblewrap namespace, unprivileged uid, no network"
-    if mode == "uid":
-        why = _MODE_CACHE.get("why_not_bwrap") or "bwrap is not installed"
-        return f"unprivileged uid only ({why}); grader folders must be 0700"
-    if mode == "none":
-        return "none (COURSEKIT_SANDBOX=none): student code can read and kill what this user can"
-    return "unavailable: not root, so no PID namespace and no uid per job; run as root (with bubblewrap)"
+        return ("bwrap: bubblewrap sandbox, each job under an unprivileged uid in its own PID, mount, network "
+                "and IPC namespaces")
+    if mode == "namespaces":
+        why = _MODE_CACHE.get("why_not_bwrap") or "bubblewrap not used"
+        return (f"namespaces: each job under an unprivileged uid in its own PID, mount, network and IPC "
+                f"namespaces, on the host's file system ({why}); the grader's folders must be 0700")
+    if mode == "container":
+        return ("container: each job under an unprivileged uid with no_new_privs, no new namespaces (no "
+                "CAP_SYS_ADMIN here); the hidden tests and the results are unreadable to it (0700)")
+    if mode == "userns":
+        return ("userns: bubblewrap in an unprivileged user namespace, each job in its own PID, mount, network "
+                "and IPC namespaces with no capabilities")
+    if is_root():
+        return ("unavailable: root, but without CAP_SETUID/CAP_SETGID no job can get an unprivileged uid; run "
+                "the container with Docker's default capabilities (not --cap-drop ALL)")
+    why = _MODE_CACHE.get("why_not_userns", "")
+    return ("unavailable: not root, and no unprivileged user namespace (" + why + "). Install bubblewrap "
+            "(apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
+            "and user.max_user_namespaces > 0; on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0"
+            " or an AppArmor profile for bwrap), or grade as root")
 
 
 class UidSlot:
@@ -148,7 +238,8 @@ class UidSlot:
 # ---------------------------------------------------------------- processes seen from outside
 
 def _proc_table():
-    """pid -> (uid, ppid, rss_kib, zombie, ns_init) for every process, read from /proc.
+    """pid -> (uid, ppid, rss_kib, zombie, ns_init, nspid) for every process, read from /proc (to measure and
+    to find; a process is only ever signalled through a pidfd, see ``_kill_through_pidfd``).
 
     Zombies are listed: a process whose main thread exited shows as one while its other threads run on."""
     table = {}
@@ -162,6 +253,7 @@ def _proc_table():
             continue
         uid = ppid = rss = 0
         zombie = ns_init = False
+        nspid = ()
         for line in text.splitlines():
             if line.startswith("Uid:"):
                 uid = int(line.split()[1])
@@ -172,8 +264,9 @@ def _proc_table():
             elif line.startswith("State:"):
                 zombie = line.split()[1:2] == ["Z"]
             elif line.startswith("NSpid:"):
-                ns_init = line.split()[-1] == "1" and len(line.split()) > 2
-        table[int(name)] = (uid, ppid, rss, zombie, ns_init)
+                nspid = tuple(line.split()[1:])
+                ns_init = nspid[-1:] == ("1",) and len(nspid) > 1
+        table[int(name)] = (uid, ppid, rss, zombie, ns_init, nspid)
     return table
 
 
@@ -217,11 +310,40 @@ def _sandbox_memory_mb(root_pid, uid, limit_mb) -> float:
     return sum(_pss_kib(p) for p in pids) / 1024
 
 
+def _status_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _kill_through_pidfd(pid: int, uid: int) -> None:
+    """SIGKILL process ``pid`` if it runs under ``uid``. The pidfd is opened first, the uid read after, and the
+    process is checked to be alive after that: so the uid read was its own (a pid that was recycled in between
+    fails the check), and the signal reaches that process, never another that got its pid."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if _status_uid(pid) == uid:
+            signal.pidfd_send_signal(fd, 0)          # ProcessLookupError if it is gone: then nothing is sent
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _kill_uid(uid, timeout: float = 10.0) -> bool:
     """SIGKILL every process of a sandbox uid, zombies included (a signal to a zombie leader kills the
     threads that run on), a job's namespace init first (its death takes its whole namespace); True once no
     process of the uid is left, not even a zombie waiting to be reaped."""
-    if uid is None or uid < SANDBOX_UID_BASE:
+    if uid is None or not SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UID_SLOTS:
         return True
     deadline = time.monotonic() + timeout
     while True:
@@ -232,10 +354,7 @@ def _kill_uid(uid, timeout: float = 10.0) -> bool:
         if time.monotonic() > deadline:
             return False
         for pid in sorted(rows, key=lambda p: not rows[p][4]):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_through_pidfd(pid, uid)
         time.sleep(0.02)
 
 
@@ -258,6 +377,9 @@ def readable_paths(extra=()) -> list[Path]:
             paths.append(Path(data_dir).resolve())
     except Exception:       # no data is fine: the questions that need it fail with a clear error
         pass
+    # package folders added by a .pth file (a venv that reuses another one's packages); never any other
+    # sys.path entry: that may be the repository, with the solutions
+    paths.extend(Path(p) for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages"))
     paths.extend(Path(p).resolve() for p in extra)
     system = (Path("/usr"), Path("/etc"))
     out = []
@@ -271,12 +393,17 @@ def readable_paths(extra=()) -> list[Path]:
     return [p for p in out if not any(q != p and q in p.parents for q in out)]
 
 
-def bwrap_command(argv, spool: Path, ro_paths) -> list[str]:
+def bwrap_command(argv, spool: Path, ro_paths, rootless: bool = False) -> list[str]:
     """bubblewrap around the warm server: read-only system, Python, venv, coursekit, dataset; the spool
     (job folders) read-write at /spool; a root-owned /tmp no job can write; no network; own pid namespace.
     The server keeps only CAP_SETUID and CAP_SETGID, to hand each job its own uid, and CAP_SYS_ADMIN, to give
-    each job its own PID and mount namespaces; a job drops them all with its uid."""
-    cmd = [bwrap_path(),
+    each job its own PID and mount namespaces; a job drops them all with its uid. ``rootless``: in a user
+    namespace of its own, as its uid 0 (the only uid it maps), keeping CAP_SETPCAP too: a job has no other
+    uid to drop to, so it drops every capability and the bounding set instead."""
+    cmd = [bwrap_path()]
+    if rootless:
+        cmd += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETPCAP"]
+    cmd += [
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
            "--proc", "/proc", "--dev", "/dev",
            # a small /dev/shm: files there live in memory and no process's RSS counts them
@@ -299,12 +426,13 @@ def bwrap_command(argv, spool: Path, ro_paths) -> list[str]:
     cmd += ["--bind", str(spool), INSIDE_SPOOL, "--chdir", INSIDE_SPOOL,
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session",
-            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN", "--"]
+            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN",
+            "--cap-add", "CAP_NET_ADMIN", "--"]  # NET_ADMIN: to bring up each job's loopback
     return cmd + list(argv)
 
 
 def check_unreadable(paths, uid: int) -> list[str]:
-    """Paths among ``paths`` that user ``uid`` could read (mode "uid" relies on permissions)."""
+    """Paths among ``paths`` that user ``uid`` could read (modes "namespaces" and "container" rely on permissions)."""
     readable = []
     for p in paths:
         p = Path(p)
@@ -332,6 +460,8 @@ def job_env(home: str, tmp: str) -> dict:
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
+        # torch.compile: no precompiled header (160 MB, past RLIMIT_FSIZE, so "CppCompileError")
+        "TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS": "0",
     }
     if os.environ.get("COURSEKIT_DATA"):
         env["COURSEKIT_DATA"] = os.environ["COURSEKIT_DATA"]
@@ -401,16 +531,17 @@ class Zygote:
     def __init__(self, start_timeout: float = 600.0):
         self.mode = isolation_mode()
         if self.mode == "unavailable":
-            raise ZygoteError("no isolation available: " + describe_isolation()
-                              + "; or set COURSEKIT_SANDBOX=none to run without isolation, for your own code only")
+            raise ZygoteError("no isolation available, so no grading (student code never runs unisolated): "
+                              + describe_isolation())
         clean_stale_spools()
         self.spool = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX))     # 0700: the grader's
         self._owner_lock = os.open(self.spool / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._owner_lock, fcntl.LOCK_EX)
-        self.isolated = self.mode != "none"
-        if self.isolated:
-            self.spool.chmod(0o711)     # jobs' uids cross it (bwrap: the bind point) to their own folder
-        self.inside = INSIDE_SPOOL if self.mode == "bwrap" else str(self.spool)
+        self.isolated = True        # every mode isolates (there is no "none")
+        self.namespaces = self.mode in NAMESPACE_MODES
+        self.bwrapped = self.mode in ("bwrap", "userns")
+        self.spool.chmod(0o711)     # jobs' uids cross it (bwrap: the bind point) to their own folder
+        self.inside = INSIDE_SPOOL if self.bwrapped else str(self.spool)
         self.has_data = _prepare_data(self.spool / "data")
         # what the jobs read that lives under /tmp (hidden by each job's own /tmp): bound back read-only
         self.readable_under_tmp = [str(p) for p in readable_paths() if Path("/tmp") in p.parents]
@@ -421,12 +552,13 @@ class Zygote:
         self.ready_seconds = None
         self.failure = None
         argv = [sys.executable, "-I", "-B", "-u", str(CHILD_PROGRAM), "--serve"]
-        env = job_env("/tmp" if self.mode == "bwrap" else str(self.spool),
-                      "/tmp" if self.mode == "bwrap" else str(self.spool))
-        if self.isolated:
+        env = job_env("/tmp" if self.bwrapped else str(self.spool), "/tmp" if self.bwrapped else str(self.spool))
+        if self.namespaces:
             env["COURSEKIT_SANDBOX_ISOLATE"] = "1"
-        if self.mode == "bwrap":
-            argv = bwrap_command(argv, self.spool, readable_paths())
+        if self.bwrapped:
+            argv = bwrap_command(argv, self.spool, readable_paths(), rootless=self.mode == "userns")
+        else:       # the server dies with this process (bwrap's --die-with-parent does it in the bwrap modes)
+            env["COURSEKIT_GRADER_PID"] = str(os.getpid())
         self._log = open(self.spool / "server.log", "wb")
         # The server dies with the thread that started it (PR_SET_PDEATHSIG, bwrap --die-with-parent follow the
         # parent *thread*): a thread of its own starts it and lives until close(), not a short-lived worker.
@@ -436,9 +568,10 @@ class Zygote:
 
         def keeper():
             try:
+                # no preexec_fn in this threaded process: the server sets its own parent-death signal
                 spawned["proc"] = subprocess.Popen(argv, cwd=self.spool, env=env, stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE, stderr=self._log,
-                                                   preexec_fn=_server_setup, close_fds=True)
+                                                   start_new_session=True, close_fds=True)
             except OSError as exc:
                 spawned["error"] = exc
             finally:
@@ -464,7 +597,7 @@ class Zygote:
             self.close()
             if self.failure:
                 raise ZygoteError(f"the grading server cannot isolate jobs ({self.failure}); refusing to grade "
-                                  "unisolated (COURSEKIT_SANDBOX=none runs without isolation on purpose)")
+                                  f"unisolated (mode {self.mode}: {describe_isolation()})")
             raise ZygoteError(f"the grading server failed to start: {log}")
 
     def _read(self):
@@ -496,7 +629,7 @@ class Zygote:
             self._counter += 1
             job_id = f"job{self._counter}"
         host = self.spool / job_id
-        host.mkdir(mode=0o711 if self.isolated else 0o700)
+        host.mkdir(mode=0o711)
         work = host / protocol.WORK_DIR
         work.mkdir(mode=0o700)
         if uid is not None:
@@ -507,8 +640,8 @@ class Zygote:
 
     def command(self, job_id: str, inside: str, uid: int | None, limits: Limits) -> ServerCommand:
         """The server's instructions for one job."""
-        uid = uid if self.isolated else None
-        tmp = "/tmp" if self.isolated else f"{inside}/{protocol.WORK_DIR}"
+        # without namespaces (container) there is no private /tmp: the job's scratch is its own folder
+        tmp = "/tmp" if self.namespaces else f"{inside}/{protocol.WORK_DIR}"
         return ServerCommand(job_id=job_id, folder=inside, uid=uid, rlimits=limits.rlimits(uid is not None),
                              env=job_env(f"{inside}/{protocol.WORK_DIR}", tmp), shm_mb=limits.shm_mb,
                              tmp_mb=limits.tmp_mb, hide=self.inside if self.isolated else "",
@@ -539,6 +672,29 @@ class Zygote:
             self._cond.wait_for(lambda: job_id in self._exits or not self.alive(), timeout=timeout)
             return self._exits.get(job_id)
 
+    def kill_job(self, job_id, uid):
+        """SIGKILL a job: the server kills its own child (in the namespace modes the whole PID namespace dies
+        with it); then every process of the job's uid, if it has one, until none is left."""
+        if self.alive():
+            try:
+                with self._lock:
+                    self.proc.stdin.write(protocol.kill_line(job_id))
+                    self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass
+        if uid is not None:
+            _kill_uid(uid)
+
+    def job_memory_mb(self, uid, pid, limit_mb) -> float:
+        """Memory of a job's processes: those of its uid; without one (userns), the tree under the job's
+        process, found by its pid in the server's namespace (``pid``, as the server reported it)."""
+        if uid is not None:
+            return _sandbox_memory_mb(-1, uid, limit_mb)
+        table = _proc_table()
+        inside = _tree_pids(table, self.proc.pid, None)
+        root = [p for p in inside if table[p][5][-2:] == (str(pid), "1")]
+        return _sandbox_memory_mb(root[0], None, limit_mb) if root else 0.0
+
     def forget(self, job_id):
         with self._cond:
             self._started.pop(job_id, None)
@@ -564,20 +720,6 @@ class Zygote:
         self._remove_spool()
 
 
-def _server_setup():
-    os.setsid()
-    try:        # die with the grader
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
-    except Exception:       # noqa: BLE001
-        pass
-
-
-def job_memory_mb(uid, pid, limit_mb) -> float:
-    """Memory of a job's processes (by uid, or by process tree from ``pid`` without one)."""
-    return _sandbox_memory_mb(pid if uid is None else -1, uid, limit_mb)
-
-
 def folder_usage(folder: Path, max_entries: int = 20000) -> tuple[int, int]:
     """(bytes, entries) under a job's folder, without following links; stops counting past max_entries."""
     total = count = 0
@@ -599,18 +741,34 @@ def folder_usage(folder: Path, max_entries: int = 20000) -> tuple[int, int]:
     return total, count
 
 
-def kill_job(uid, pid):
-    """SIGKILL every process of a job: all of its uid's, or its process group without a uid."""
-    if uid is not None:
-        _kill_uid(uid)
-        return
-    for target in (lambda: os.killpg(pid, signal.SIGKILL),):
+def cgroup_memory_limit_mb() -> int | None:
+    """The memory limit of the cgroup this process runs in (a container's ``--memory``), in MiB, or None."""
+    candidates = [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+    try:        # cgroup v2: this process's own group (a container sees its own as /)
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidates.insert(0, Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.max")
+    except OSError:
+        pass
+    for path in candidates:
         try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
-    for p in _tree_pids(_proc_table(), pid, None):
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 50:      # v1 says "no limit" with a huge number, v2 with "max"
+            return int(text) >> 20
+    return None
+
+
+# what the grader and the warm server need beside the jobs: measured (README, "Isolation guarantees")
+GRADER_RESERVE_MB = 1024
+
+
+def default_memory_mb() -> int:
+    """The jobs' memory limit: ``Limits``'s default, or less in a container whose own limit is smaller (the
+    grader and the warm server need ``GRADER_RESERVE_MB`` of it)."""
+    default = Limits().memory_mb
+    limit = cgroup_memory_limit_mb()
+    if limit is None or limit - GRADER_RESERVE_MB >= default:
+        return default
+    return max(256, limit - GRADER_RESERVE_MB)
