@@ -7,7 +7,8 @@ nbval (``make test``) compares every cell's output with the committed one, so af
 
 Each notebook runs top to bottom in a fresh kernel in its own folder; any error stops it and writes nothing.
 Every heading starts a slide wherever it stands: a markdown cell with a heading after its first line is split there
-(``split_at_headings``), then every cell gets its slide metadata (``metadata.slideshow.slide_type``) by one rule,
+(``split_at_headings``), code cells longer than ``MAX_SHOWN_CODE_LINES`` are folded (``fold_long_code``: the source is
+hidden until clicked, so a slide shows the lesson, not the plumbing), then every cell gets its slide metadata (``metadata.slideshow.slide_type``) by one rule,
 ``slide_type`` below, so that lecturers can present any lecture with JupyterLab's RISE extension ("Render as
 slides") without anyone tagging cells by hand. ``--slides-only`` splits and sets that metadata without re-running
 (outputs untouched).
@@ -75,6 +76,24 @@ def split_at_headings(nb):
     return added
 
 
+# About what fits on a 1280x720 slide under a heading at JupyterLab's default code font (13 px, ~17 px per line).
+MAX_SHOWN_CODE_LINES = 30
+
+
+def fold_long_code(nb, max_lines: int = MAX_SHOWN_CODE_LINES) -> int:
+    """Fold (``metadata.jupyter.source_hidden``) every code cell longer than ``max_lines`` lines; return how many.
+
+    Cells an author folded by hand stay folded; nothing is unfolded.
+    """
+    folded = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and len(cell.source.splitlines()) > max_lines:
+            if not cell.metadata.get("jupyter", {}).get("source_hidden"):
+                cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+                folded += 1
+    return folded
+
+
 def slide_type(cell, index: int) -> str:
     """RISE's slide type for ``cell``, the ``index``-th cell of its notebook: the rule every lecture follows."""
     if index == 0:
@@ -107,6 +126,7 @@ def main(argv=None) -> int:
         if not args.slides_only:
             nb = execute(nb, cwd=path.resolve().parent, timeout=args.timeout)
         split_at_headings(nb)
+        fold_long_code(nb)
         path.write_text(dumps(with_slide_metadata(nb)))
         print(f"{path}: {'slide metadata set' if args.slides_only else 'ran'} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)

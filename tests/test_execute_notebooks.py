@@ -77,6 +77,29 @@ def test_lecture_has_slide_metadata_by_rule(path):
     assert sum(c.metadata["slideshow"]["slide_type"] == "slide" for c in nb.cells) >= 2, "a lecture of one slide"
 
 
+def test_fold_long_code_hides_only_long_cells():
+    script = load_script()
+    nb = nbformat.v4.new_notebook()
+    long_code = "\n".join(f"x{i} = {i}" for i in range(script.MAX_SHOWN_CODE_LINES + 1))
+    nb.cells = [nbformat.v4.new_code_cell(long_code), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_markdown_cell(long_code),
+                nbformat.v4.new_code_cell("y = 2", metadata={"jupyter": {"source_hidden": True}})]
+    assert script.fold_long_code(nb) == 1
+    assert [c.metadata.get("jupyter", {}).get("source_hidden", False) for c in nb.cells] == [True, False, False, True]
+    assert script.fold_long_code(nb) == 0
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[p.name for p in LECTURES])
+def test_long_code_is_folded(path):
+    """A code cell longer than a slide holds is folded (its source hidden until clicked): run the script on it."""
+    script = load_script()
+    nb = nbformat.read(path, as_version=4)
+    unfolded = [(i, len(c.source.splitlines())) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                and len(c.source.splitlines()) > script.MAX_SHOWN_CODE_LINES
+                and not c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert not unfolded, f"{path.name}: long code cells shown in full (cell, lines) {unfolded}"
+
+
 @pytest.mark.parametrize("path", LECTURES, ids=[p.name for p in LECTURES])
 def test_every_heading_starts_a_slide(path):
     """No markdown cell hides a heading below its first line (it would not start a slide): the split is applied."""
