@@ -1,6 +1,7 @@
 """The ``coursekit`` command.
 
     coursekit grade SUBMISSIONS_DIR --out OUT_DIR      grade a class (gradebook, feedback, Gradescope results)
+    coursekit collect --store DIR --out SUBS           the hub's hand-ins as a submissions folder + manifest.csv
     coursekit gradescope-bundle --out autograder.zip   the autograder to upload to Gradescope
     coursekit assign                                   regenerate the student notebook and hidden tests
     coursekit gradescope-run ...                       what the bundle's run_autograder calls
@@ -22,6 +23,8 @@ def _limits_args(p: argparse.ArgumentParser):
                    help="seconds per submission, every cell together (%(default)s)")
     p.add_argument("--memory-mb", type=int, default=default_memory_mb(),
                    help="memory per submission, MiB (%(default)s: less than 3072 in a container with less memory)")
+    p.add_argument("--harvest-timeout", type=float, default=d.harvest_timeout,
+                   help="seconds for the grader's calls of one question's functions (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden tests' inputs (%(default)s)")
 
 
@@ -29,7 +32,7 @@ def _limits(args):
     from coursekit.grading.sandbox import Limits
     try:
         return Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb,
-                      harvest_timeout=max(args.cell_timeout, 10.0))
+                      harvest_timeout=args.harvest_timeout)
     except ValueError as exc:
         raise SystemExit(f"coursekit: {exc}") from None
 
@@ -42,11 +45,25 @@ def cmd_grade(args) -> int:
         print(f"coursekit grade: no such folder: {args.submissions}", file=sys.stderr)
         return 2
     limits = _limits(args)
+    from coursekit.grading.lms import RosterError, load_roster
+    from coursekit.grading.term import TermError, hand_in_times, load_term
+    try:     # the term (deadline, late policy), the hand-in times and the roster: checked before grading starts
+        policy = load_term(args.term, args.assignment_key) if args.term else None
+        manifest = Path(args.manifest) if args.manifest else Path(args.submissions) / "manifest.csv"
+        times = hand_in_times(manifest) if args.manifest or (policy and manifest.is_file()) else {}
+        roster = load_roster(args.roster) if args.roster else None
+    except (TermError, RosterError) as exc:
+        print(f"coursekit grade: {exc}", file=sys.stderr)
+        return 2
+    if policy and not times:
+        print(f"coursekit grade: a late policy but no hand-in times ({manifest} not found): no penalty applies",
+              file=sys.stderr)
     print(f"isolation: {sandbox.describe_isolation()}")
     try:
         summary = grade_folder(args.submissions, args.out, autograder_dir=args.autograder_dir, limits=limits,
                                seed=args.seed, workers=args.workers, progress=not args.no_progress,
-                               regrade=args.regrade)
+                               regrade=args.regrade, policy=policy, hand_in_times=times, roster=roster,
+                               assignment=args.assignment)
     except (SpecError, FileNotFoundError) as exc:
         print(f"coursekit grade: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +73,23 @@ def cmd_grade(args) -> int:
         return 2
     print(summary.text())
     return 1 if summary.failed else 0
+
+
+def cmd_collect(args) -> int:
+    from coursekit.grading.outfiles import OutputError
+    from coursekit.grading.term import TermError, load_term
+    from coursekit.handin.collect import collect
+    try:
+        policy = load_term(args.term, args.assignment_key) if args.term else None
+        rows, left_out = collect(args.store, args.out, policy)
+    except (TermError, NotADirectoryError, OutputError) as exc:
+        print(f"coursekit collect: {exc}", file=sys.stderr)
+        return 2
+    for line in left_out:
+        print(f"left out: {line}")
+    late = [r for r in rows if r["late_by"]]
+    print(f"{len(rows)} hand-ins in {args.out} ({len(late)} late); manifest: {Path(args.out) / 'manifest.csv'}")
+    return 0
 
 
 def cmd_bundle(args) -> int:
@@ -120,8 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     g.add_argument("--regrade", action="store_true", help="grade everything again, even what has a record")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--term", metavar="TERM_TOML", default=None,
+                   help="deadline and late policy (README: Running a term); penalties need the hand-in times")
+    g.add_argument("--assignment-key", default="lab", help="the table of the term file to use (%(default)s)")
+    g.add_argument("--manifest", default=None,
+                   help="hand-in times: the manifest.csv of `coursekit collect` (default: SUBMISSIONS_DIR/manifest.csv)")
+    g.add_argument("--roster", default=None, metavar="ROSTER_CSV",
+                   help="students and their LMS identifiers: writes canvas.csv, moodle.csv, roster_grades.csv")
+    g.add_argument("--assignment", default="MLP lab", help="the assignment's column name in the LMS exports")
     _limits_args(g)
     g.set_defaults(func=cmd_grade)
+
+    col = sub.add_parser("collect", help="the hub's hand-ins as a submissions folder with manifest.csv",
+                         description="Copy each student's latest hand-in from the hand-in service's store into OUT "
+                                     "(OUT/<student>.ipynb) with OUT/manifest.csv (student, time, SHA-256, late by).")
+    col.add_argument("--store", required=True, help="the hand-in service's folder (COURSE_HANDIN_DIR)")
+    col.add_argument("--out", required=True, help="the submissions folder to write")
+    col.add_argument("--term", default=None, help="the term file: late by is worked out from its deadline")
+    col.add_argument("--assignment-key", default="lab", help="the table of the term file (%(default)s)")
+    col.set_defaults(func=cmd_collect)
 
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("--out", default="mlp_lab_autograder.zip")

@@ -122,3 +122,21 @@ state = Path(os.environ.get("COURSE_HUB_STATE", "/srv/jupyterhub"))
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.bind_url = os.environ.get("COURSE_HUB_URL", "http://:8000")   # put TLS in front (deploy/README.md)
+
+# -- hand-in (helper H8's block; README "Running a term"): students hand in at /services/handin/, a service that
+# knows them through the hub's login and keeps the hand-ins in its own folder (0700, never in a student's home).
+# On when COURSE_HANDIN_TERM names the term file (deadline, grace; re-read at every hand-in).
+if os.environ.get("COURSE_HANDIN_TERM"):
+    c.JupyterHub.services.append({
+        "name": "handin",
+        "url": os.environ.get("COURSE_HANDIN_URL", "http://127.0.0.1:10101"),
+        "command": [sys.executable, os.environ.get("COURSE_HANDIN_SERVICE", "/opt/mlp-course/handin_service.py"),
+                    "--store", os.environ.get("COURSE_HANDIN_DIR", "/srv/handin"),
+                    "--term", os.environ["COURSE_HANDIN_TERM"],
+                    "--proxy-url", os.environ.get("COURSE_HANDIN_PROXY_URL", "http://127.0.0.1:8000")],
+        "oauth_no_confirm": True,
+        # the student's token, as the service gets it, reaches that student's own server only (to read the lab)
+        "oauth_client_allowed_scopes": ["access:servers!user"],
+    })
+    # JupyterHub's default user role ('self') does not reach services: every user may open this one.
+    c.JupyterHub.load_roles.append({"name": "user", "scopes": ["self", "access:services!service=handin"]})

@@ -322,7 +322,7 @@ def test_read_only_out_is_one_clear_error_and_keeps_the_records(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_batch_cleanly_and_a_rerun_resumes(tmp_path):
-    """OUT on a 1 MiB tmpfs: full from the start (one error line), then full halfway through the class (stops,
+    """OUT on a 2 MiB tmpfs: full from the start (one error line), then full halfway through the class (stops,
     keeps every record it wrote), then with room again (the rerun grades only what is missing)."""
     subs = _corrupt_class(tmp_path / "subs", 30)
     mnt, res = tmp_path / "mnt", tmp_path / "res"
@@ -330,9 +330,9 @@ def test_a_full_disk_stops_the_batch_cleanly_and_a_rerun_resumes(tmp_path):
     res.mkdir()
     cli = " ".join(_cli(str(subs), "--out", str(mnt / "out")))
     script = f"""
-head -c 2000000 /dev/zero > {mnt}/filler 2>/dev/null
+head -c 3000000 /dev/zero > {mnt}/filler 2>/dev/null
 {cli} >{res}/1.out 2>{res}/1.err; echo $? > {res}/1.rc
-truncate -s 880K {mnt}/filler
+truncate -s 1880K {mnt}/filler
 {cli} >{res}/2.out 2>{res}/2.err; echo $? > {res}/2.rc
 mkdir {res}/records2 && cp -a {mnt}/out/records/. {res}/records2/
 find {mnt}/out -name '*.tmp' > {res}/2.tmp
@@ -340,7 +340,7 @@ rm {mnt}/filler
 {cli} >{res}/3.out 2>{res}/3.err; echo $? > {res}/3.rc
 cp {mnt}/out/gradebook.csv {res}/
 """
-    done = _bwrap(tmp_path, script, ["--bind", str(tmp_path), str(tmp_path), "--size", str(1 << 20),
+    done = _bwrap(tmp_path, script, ["--bind", str(tmp_path), str(tmp_path), "--size", str(2 << 20),
                                      "--tmpfs", str(mnt)])
     assert done.returncode == 0, done.stderr
 

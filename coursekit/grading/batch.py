@@ -5,10 +5,17 @@ report out.
 
     OUT/gradebook.csv                    student, points per question, total, max, status, file
     OUT/feedback/<student>.txt           what the student reads: per question, points, what passed and failed
+    OUT/feedback/<student>.html          the same as a page: expected vs got, the failing function's code, hints
     OUT/gradescope/<student>/results.json   Gradescope's format (score, tests[])
     OUT/records/<student>.json           the grade as data: written last, it marks the submission as done
     OUT/similarity.csv, similarity.html  pairs of submissions ranked by shared solution code (copydetect)
     OUT/summary.txt                      the summary printed at the end (flagged submissions with their lines)
+    OUT/report.html                      the class at a glance (``report``): distributions, failure rates, ...
+    OUT/canvas.csv, moodle.csv           the LMS imports (``lms``), when a roster is given
+
+With a late policy (``term``) and the hand-in times (a hand-in manifest), the gradebook has the raw total, the
+penalty and the final total, and the feedback says why. The penalty is worked out from the records at every run,
+so changing the policy needs no regrading. Every student's files are rendered from one ``results.StudentResult``.
 
 The pipeline: ``submissions`` finds and reads each hand-in (untrusted: links, FIFOs, several notebooks in a
 folder, huge outputs), ``grade.grade_notebook`` grades one notebook in the sandbox, this module writes what
@@ -23,10 +30,8 @@ cannot be written (read-only, full) stops it with ``outfiles.OutputError``.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -39,8 +44,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursekit.grading.gradescope import results_json, validate_results
-from coursekit.grading.outfiles import OutputError, prepare_out_dir, write_output
+from coursekit.grading.gradescope import validate_results
+from coursekit.grading.outfiles import OutputError, csv_text, prepare_out_dir, spreadsheet_safe, write_output
+from coursekit.grading.results import GRADEBOOK_TAIL, StudentResult, self_check_hints
+from coursekit.grading.term import describe_delta
 from coursekit.grading.submissions import (Submission, UnreadableSubmission, find_in_folder, find_submissions,
                                            lab_names, read_submission, strip_notebook, submission_sha256)
 
@@ -48,7 +55,7 @@ __all__ = ["BatchSummary", "grade_folder", "grade_submission", "grade_gradescope
            "spreadsheet_safe", "OutputError"]
 
 RECORD_VERSION = 2
-SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+MANIFEST = "manifest.csv"      # the hand-in service's record, beside the hand-ins (not a submission)
 STAGING = ".staging"          # OUT/.staging: the stripped copy being graded; emptied at every start
 
 
@@ -66,6 +73,8 @@ class BatchSummary:
     left_out: list = field(default_factory=list)       # entries of the folder that are no submission, and why
     flagged: dict = field(default_factory=dict)        # student -> the grade's flags
     similar: list = field(default_factory=list)        # the most similar pairs (similarity.Pair)
+    late: dict = field(default_factory=dict)           # student -> (late by, penalty points)
+    exports: list = field(default_factory=list)        # lines on the LMS exports (missing, not on the roster)
 
     @property
     def per_minute(self) -> float:
@@ -97,9 +106,14 @@ class BatchSummary:
         if self.similar:
             lines.append("most similar pairs (similarity.html has the shared code):")
             lines.extend(f"  {p.a} ~ {p.b}: {p.similarity:.0%}" for p in self.similar)
+        if self.late:
+            lines.append(f"late hand-ins ({len(self.late)}):")
+            lines.extend(f"  {student}: {by}, -{penalty:g} points" for student, (by, penalty) in sorted(self.late.items()))
+        lines.extend(self.exports)
         if self.out_dir is not None:
             lines.append(f"gradebook: {self.out_dir / 'gradebook.csv'}; feedback: {self.out_dir / 'feedback'}; "
-                         f"Gradescope: {self.out_dir / 'gradescope'}; similarity: {self.out_dir / 'similarity.html'}")
+                         f"Gradescope: {self.out_dir / 'gradescope'}; similarity: {self.out_dir / 'similarity.html'}; "
+                         f"report: {self.out_dir / 'report.html'}")
         return "\n".join(lines)
 
 
@@ -115,12 +129,6 @@ def spec_key(spec) -> str:
                 h.update(p.name.encode())
                 h.update(p.read_bytes())
     return h.hexdigest()[:16]
-
-
-def spreadsheet_safe(cell) -> str:
-    """A CSV cell no spreadsheet runs as a formula (OWASP's CSV-injection rule: a leading ``'``)."""
-    text = str(cell)
-    return "'" + text if text.startswith(SPREADSHEET_TRIGGERS) else text
 
 
 # --------------------------------------------------------------------------------------------- one submission
@@ -200,17 +208,42 @@ def _fingerprint(sub: Submission) -> str:
 
 # --------------------------------------------------------------------------------------------- the class
 
-def _gradebook(records: list[dict], question_names: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student", *question_names, "total", "max_total", "status", "file"])
-    for rec in sorted(records, key=lambda r: r["student"]):
-        g = rec["grade"]
-        points = {q["name"]: q["points"] for q in g["questions"]}
-        row = [rec["student"], *(f"{points.get(n, 0):g}" for n in question_names), f"{g['total']:g}",
-               f"{g['max_total']:g}", g["status"], rec.get("file", "")]
-        w.writerow([spreadsheet_safe(cell) for cell in row])
-    return buf.getvalue()
+def _gradebook(results: list[StudentResult], question_names: list[str]) -> str:
+    """student, points per question, total (raw), late_penalty, final_total, max_total, status, file, hand-in time,
+    late by."""
+    return csv_text(["student", *question_names, *GRADEBOOK_TAIL],
+                    [r.gradebook_row(question_names) for r in sorted(results, key=lambda r: r.student)])
+
+
+@dataclass
+class _Term:
+    """What turns a record into a ``StudentResult``: the late policy, the hand-in times, the self-check's hints."""
+    policy: object = None                      # term.LatePolicy or None
+    times: dict = field(default_factory=dict)  # student -> hand-in time
+    hints: dict = field(default_factory=dict)  # question -> what the public tests check
+
+    def result(self, rec: dict, code_cells=None) -> StudentResult:
+        lateness = self.policy.lateness(self.times.get(rec["student"])) if self.policy is not None else None
+        return StudentResult.from_record(rec, lateness=lateness, policy=self.policy, code_cells=code_cells,
+                                         hints=self.hints)
+
+
+def _code_cells(sub: Submission | None) -> list[str]:
+    if sub is None or sub.status:
+        return []
+    try:
+        return read_submission(sub).code_cells
+    except UnreadableSubmission:
+        return []
+
+
+def _write_student_files(out: Path, result: StudentResult) -> None:
+    """The student's feedback (text and HTML) and Gradescope results, from one ``StudentResult``."""
+    write_output(out / "feedback" / f"{result.student}.txt", result.feedback_text())
+    write_output(out / "feedback" / f"{result.student}.html", result.feedback_html())
+    results = result.results_json()
+    validate_results(results)
+    write_output(out / "gradescope" / result.student / "results.json", json.dumps(results, indent=1))
 
 
 def _warn_if_readable(spec, out: Path, log) -> None:
@@ -277,9 +310,13 @@ def _similarity(subs: list[Submission], records: dict, spec, out: Path, staging:
 
 def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, limits=None, seed: int = 0,
                  workers: int | None = None, progress: bool = True, regrade: bool = False,
+                 policy=None, hand_in_times: dict | None = None, roster=None, assignment: str = "MLP lab",
                  log=print) -> BatchSummary:
     """Grade every submission in ``submissions_dir`` into ``out_dir`` (see the module docstring). Raises
-    ``OutputError`` when OUT cannot be written (what was written stays valid: run again to resume)."""
+    ``OutputError`` when OUT cannot be written (what was written stays valid: run again to resume).
+
+    ``policy`` (``term.LatePolicy``) and ``hand_in_times`` ({student: aware datetime}, from the hand-in
+    manifest) give the late penalties; ``roster`` (``lms.Roster``) the LMS exports, named ``assignment``."""
     from tqdm.auto import tqdm
 
     from coursekit.grading.labspec import load_spec
@@ -291,8 +328,10 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     staging.mkdir(mode=0o700)
     _warn_if_readable(spec, out, log)
     subs, left_out = find_submissions(submissions_dir, lab_names(spec), out_dir=out)
+    left_out = [line for line in left_out if line != f"{MANIFEST}: not a notebook"]   # the hand-in manifest
     for line in left_out:
         log(f"left out: {line}")
+    term = _Term(policy, dict(hand_in_times or {}), self_check_hints(_template_cells(spec)))
     internal = _internal_paths(out, Path(submissions_dir), subs[0].root if subs else None)
     key = spec_key(spec)
     question_names = [name for name, _ in spec.questions]
@@ -310,24 +349,30 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
             todo.append(sub)
     lock = threading.Lock()
 
+    def gradebook() -> str:
+        return _gradebook([term.result(rec) for rec in records.values()], question_names)
+
     def one(sub: Submission) -> dict:
+        began = time.monotonic()
         data, fingerprint = grade_submission(sub, spec, limits, seed, staging, internal)
         if _fingerprint(sub) != fingerprint:
             raise RuntimeError("the file changed while it was graded")
-        write_output(out / "feedback" / f"{sub.student}.txt", data["feedback"])
-        results = results_json(data)
-        validate_results(results)
-        write_output(out / "gradescope" / sub.student / "results.json", json.dumps(results, indent=1))
         rec = {"version": RECORD_VERSION, "student": sub.student,
                "file": str(sub.relpath) if sub.relpath is not None else "", "sha256": fingerprint, "spec": key,
-               "seed": seed, "grade": data, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "seed": seed, "grade": data, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "seconds": round(time.monotonic() - began, 3)}
+        _write_student_files(out, term.result(rec, _code_cells(sub)))
         write_output(out / "records" / f"{sub.student}.json", json.dumps(rec, indent=1))   # the commit point
         with lock:
             records[sub.student] = rec
-            write_output(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
+            write_output(out / "gradebook.csv", gradebook())
         return data
 
-    write_output(out / "gradebook.csv", _gradebook(list(records.values()), question_names))
+    # the students graded before: their pages again (the late policy or the hand-in times may have changed)
+    by_student = {sub.student: sub for sub in subs}
+    for student, rec in records.items():
+        _write_student_files(out, term.result(rec, _code_cells(by_student.get(student))))
+    write_output(out / "gradebook.csv", gradebook())
     workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress or not todo)
     stopped: OutputError | None = None
@@ -363,11 +408,31 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
         summary.scores.append(rec["grade"]["total"])
         if rec["grade"].get("flags"):
             summary.flagged[rec["student"]] = rec["grade"]["flags"]
-    summary.similar = [p for p in _similarity(subs, records, spec, out, staging, log)[:10] if p.similarity >= 0.5]
+    pairs = _similarity(subs, records, spec, out, staging, log)
+    summary.similar = [p for p in pairs[:10] if p.similarity >= 0.5]
     shutil.rmtree(staging, ignore_errors=True)
+    results = [term.result(rec) for rec in records.values()]
+    summary.late = {r.student: (describe_delta(r.lateness.late_by), r.penalty) for r in results
+                    if r.lateness is not None and r.lateness.late}
+    if roster is not None:
+        from coursekit.grading.lms import write_exports
+        summary.exports = write_exports(roster, results, assignment, lambda name, text: write_output(out / name, text))
+    _write_report(out, results, spec, summary, pairs, records, log)
     summary.seconds = time.monotonic() - started
     write_output(out / "summary.txt", summary.text() + "\n")
     return summary
+
+
+def _write_report(out: Path, results, spec, summary: BatchSummary, pairs, records: dict, log) -> None:
+    from coursekit.grading.report import class_report
+    seconds = {s: rec.get("seconds") for s, rec in records.items()}
+    try:
+        html = class_report(results, [(name, pts) for name, pts in spec.questions], flagged=summary.flagged,
+                            pairs=pairs[:10], seconds=seconds, left_out=summary.left_out + summary.exports)
+    except Exception as exc:     # noqa: BLE001 (the report is an extra: the grades stand without it)
+        log(f"class report failed: {type(exc).__name__}: {exc}")
+        return
+    write_output(out / "report.html", html)
 
 
 def grade_gradescope_submission(submission_dir, autograder_dir, results_path, limits=None, seed: int = 0) -> dict:
@@ -379,7 +444,8 @@ def grade_gradescope_submission(submission_dir, autograder_dir, results_path, li
     with tempfile.TemporaryDirectory(prefix="coursekit-gradescope-") as staging:
         data, _ = grade_submission(sub, spec, limits, seed, Path(staging),
                                    _internal_paths(Path(submission_dir), Path(autograder_dir)))
-    results = results_json(data)
+    rec = {"student": sub.student, "file": str(sub.relpath) if sub.relpath is not None else "", "grade": data}
+    results = _Term(hints=self_check_hints(_template_cells(spec))).result(rec, _code_cells(sub)).results_json()
     validate_results(results)
     write_output(Path(results_path), json.dumps(results, indent=1))
     return results

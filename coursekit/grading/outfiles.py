@@ -7,12 +7,16 @@ cannot be created.
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputError", "atomic_write", "write_output", "prepare_out_dir"]
+__all__ = ["OutputError", "atomic_write", "write_output", "prepare_out_dir", "spreadsheet_safe", "csv_text"]
+
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 _HINTS = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
           errno.EDQUOT: "the disk quota is used up", errno.EACCES: "permission denied",
@@ -73,3 +77,19 @@ def prepare_out_dir(out_dir, subfolders=()) -> Path:
     except OSError as exc:
         raise OutputError(describe(exc, where)) from exc
     return out
+
+
+def spreadsheet_safe(cell) -> str:
+    """A CSV cell no spreadsheet runs as a formula (OWASP's CSV-injection rule: a leading ``'``)."""
+    text = str(cell)
+    return "'" + text if text.startswith(SPREADSHEET_TRIGGERS) else text
+
+
+def csv_text(header: list[str], rows) -> str:
+    """CSV with every cell made safe from formula injection (``spreadsheet_safe``): every export goes through it."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([spreadsheet_safe(cell) for cell in header])
+    for row in rows:
+        w.writerow([spreadsheet_safe(cell) for cell in row])
+    return buf.getvalue()
