@@ -79,10 +79,11 @@ def test_collect_reads_the_store_as_untrusted(tmp_path):
     os.symlink(store / "ada" / "handin.ipynb", store / "dee" / "handin.ipynb")   # a link: not followed
     os.symlink(store / "ada", store / "eve")
     (store / "stray.txt").write_text("x")
+    _hand_in(store, "bo uni", raw, "2026-12-11T20:00:00+00:00")           # the same file-safe name as =bo@uni
     policy = LatePolicy(datetime(2026, 12, 11, 23, tzinfo=timezone.utc), timedelta(0), 10, 50)
     rows, left_out = collect(store, out, policy)
-    assert [(r["student"], r["late_by"]) for r in rows] == [("bo_uni", "1 d 2 h"), ("ada", "")]
-    assert len(rows) == 2 and all((out / f"{r['student']}.ipynb").read_bytes() == raw for r in rows)
+    assert [(r["student"], r["late_by"]) for r in rows] == [("bo_uni", "1 d 2 h"), ("ada", ""), ("bo_uni-2", "")]
+    assert len(rows) == 3 and all((out / f"{r['student']}.ipynb").read_bytes() == raw for r in rows)
     text = "\n".join(left_out)
     assert "cy: the notebook's SHA-256 is not the receipt's" in text
     assert "dee: unreadable hand-in" in text and "eve: not a student's folder" in text

@@ -95,7 +95,7 @@ Status: {% for s, n in statuses %}{{ s }} {{ n }}{{ ", " if not loop.last }}{% e
 
 <h2>Flagged for the instructor to read ({{ flagged | length }})</h2>
 {% if flagged %}<table id="flagged"><tr><th>student</th><th>line</th><th>code</th><th>why</th></tr>
-{% for student, flags in flagged %}{% for f in flags[:20] %}<tr><td>{{ student }}</td><td>{{ f.get("line", "?") }}</td>
+{% for student, flags in flagged %}{% for f in flags[:20] %}<tr><td>{{ student }}</td><td>{{ f.get("line") if f.get("line") is not none else "?" }}</td>
 <td><code>{{ f.get("code", "") }}</code></td><td>{{ f.get("reason", "") }}</td></tr>{% endfor %}{% endfor %}
 </table>{% else %}<p>None.</p>{% endif %}
 

@@ -49,13 +49,15 @@ def collect(store, out, policy: LatePolicy | None = None) -> tuple[list[dict], l
     store, out = Path(store), Path(out)
     if not store.is_dir():
         raise NotADirectoryError(f"no hand-in store at {store}")
-    rows, left_out = [], []
+    rows, left_out, taken = [], [], set()
     for entry in sorted(store.iterdir()):
         st = entry.lstat()
         if not stat.S_ISDIR(st.st_mode):
             left_out.append(f"{entry.name}: not a student's folder")
             continue
         student = safe_name(unquote(entry.name))
+        if student in taken:            # two hub names with the same file-safe form: neither overwrites the other
+            student = next(f"{student}-{i}" for i in range(2, 10**6) if f"{student}-{i}" not in taken)
         try:
             receipt = json.loads(_read(entry / "receipt.json", 2**20))
             raw = _read(entry / "handin.ipynb", MAX_MB * 2**20)
@@ -74,6 +76,7 @@ def collect(store, out, policy: LatePolicy | None = None) -> tuple[list[dict], l
             seconds = int(receipt.get("late_by_seconds") or 0)
             late_by = describe_delta(timedelta(seconds=seconds)) if seconds > 0 else ""
         write_output(out / f"{student}.ipynb", raw)
+        taken.add(student)
         rows.append({"student": student, "handed_in_at": when.isoformat(), "sha256": digest, "late_by": late_by})
     write_output(out / "manifest.csv", csv_text(["student", "handed_in_at", "sha256", "late_by"],
                                                 [list(r.values()) for r in rows]))
