@@ -87,6 +87,7 @@ class CallTrace:
         from torch.overrides import TorchFunctionMode
         from torch.utils._python_dispatch import TorchDispatchMode
         names = self.names = set()
+        counts = self.counts = {"operators": 0}     # ATen operators dispatched (a finite difference needs many)
 
         class _Functions(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -96,6 +97,7 @@ class CallTrace:
         class _Operators(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 names.add(str(getattr(getattr(func, "_schema", None), "name", func))[:60])
+                counts["operators"] += 1
                 return func(*args, **(kwargs or {}))
 
         self._modes = (_Functions(), _Operators())

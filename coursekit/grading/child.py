@@ -4,28 +4,34 @@
 coursekit, d2l, matplotlib and IPython and loads Fashion-MNIST once, then reads one ``ServerCommand`` per line
 on stdin (see ``coursekit.grading.protocol``). For each job it forks; the fork
 
-1. reads the job (``job.json``, ``inputs.npz``) while it is still root, and unlinks both: no copy of the
-   student's code or of the hidden inputs stays on disk, and the cells cannot read them;
-2. opens its output, events and results files and the control FIFO (all root-owned: the job cannot replace
-   them, only write through the descriptors it holds);
+1. reads the job (``job.json``) while it is still root, and unlinks it: no copy of the student's code stays
+   on disk. The hidden inputs and the results file are opened by the server, never by the job's process;
+2. opens its output and events files (root-owned: the job cannot replace them, only write through the
+   descriptors it holds) and keeps one end of a socket to the server;
 3. enters a PID namespace and a mount namespace of its own (``unshare``): the job is process 1 there, so when
    it dies the kernel kills every process it started, whatever their state; it gets its own ``/proc``, its own
    ``/dev/shm`` and ``/tmp`` (tmpfs, gone with the namespace), and the other jobs' folders are hidden;
 4. drops to the job's unprivileged uid with the job's resource limits;
 5. runs the code cells through IPython's own input transformation (as JupyterLab does: ``%time f()`` runs
    ``f()``, ``!ls`` runs ``ls``), each with its own time limit and the submission's deadline;
-6. after the last cell, waits for the grader's nonce on the control FIFO, runs the harvest with references
-   to numpy, json and io taken before any cell ran, and writes the results frame carrying that nonce.
+6. after the last cell, forks the harvest from its main thread (see "the harvest" below): the server checks
+   that process from outside before it hands it the results file, the inputs and the nonce; each question is
+   harvested in a process of its own, and its frame is written with references to numpy, json and io taken
+   before any cell ran.
 
 Forking a warm process instead of starting Python, torch and d2l for each submission is what makes a class
 fast to grade. Nothing a job says is trusted for points: the grader recomputes everything from the arrays.
 """
+import _socket
 import builtins
+import gc
 import io
 import json
 import os
+import resource
 import select
 import signal
+import struct
 import sys
 import time
 import traceback
@@ -46,6 +52,8 @@ _MAX_TEXT = 1500
 # The harvest's references, taken at import (before any job, so before any student code ran): a notebook
 # that replaces os.write or json.dumps changes nothing the harvest itself uses here.
 _OS_WRITE, _OS_PWRITE, _OS_FTRUNCATE, _OS_READ = os.write, os.pwrite, os.ftruncate, os.read
+_SOCKET = _socket.socket        # the C type (immutable): a notebook cannot patch its methods
+_UNPACK = struct.unpack
 _JSON_DUMPS = json.dumps
 _BYTES_IO = io.BytesIO
 _REFS = None        # numpy's and torch's, set by _preload() in the server
@@ -163,31 +171,8 @@ def _make_shell():
 _SHELL = [None]     # made once in the server (never runs a cell there): each job's fork starts from a fresh one
 
 
-def _wait_for_nonce(ctl_fd, timeout: float) -> bytes | None:
-    """The grader's nonce (hex line) from the control FIFO, or None if none came."""
-    want = protocol.NONCE_BYTES * 2 + 1
-    buf, deadline = b"", time.monotonic() + timeout
-    while len(buf) < want:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([ctl_fd], [], [], left)
-        if not ready:
-            return None
-        data = _OS_READ(ctl_fd, want - len(buf))
-        if not data:
-            time.sleep(0.01)        # no writer yet
-            continue
-        buf += data
-    try:
-        return bytes.fromhex(buf.decode().strip())
-    except ValueError:
-        return None
-
-
-def run_job(spec: JobSpec, inputs_bytes: bytes, results_fd: int, ctl_fd: int, kill_strays: bool):
-    """Run the cells, then the harvest; never returns."""
-    global _HARVEST_CALL_S
+def run_job(spec: JobSpec, job_fd: int, kill_strays: bool):
+    """Run the cells, then the harvest (in a fork); never returns."""
     sys.path.insert(0, os.getcwd())
     # past RLIMIT_FSIZE a write fails with an OSError in the cell instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -253,9 +238,105 @@ def run_job(spec: JobSpec, inputs_bytes: bytes, results_fd: int, ctl_fd: int, ki
         sys.stderr.flush()
 
     emit(protocol.CELLS_DONE, seconds=round(time.monotonic() - T_START, 3), cpu=_cpu_seconds())
-    nonce = _wait_for_nonce(ctl_fd, 60.0)
-    if nonce is None:
+    _harvest_in_fork(spec, ns, job_fd)
+
+
+# ------------------------------------------------------------------------------------------------ the harvest
+#
+# The harvest runs in a process forked from this one's main thread after its last cell (H): fork keeps only
+# the calling thread, so threads a cell left running are not in it. H asks the server for the results channel
+# over the job's socket; the server hands it over (SCM_RIGHTS) only after checking, from outside, that the
+# asker is a single-threaded child of the job's process whose main thread is waiting for exactly it, and
+# after stopping the job's process (its threads with it) and killing every other process of the job. The
+# job's process never holds the results file, the hidden inputs or the nonce. Each question is then harvested
+# in a process of its own (C), forked from H: no new threads or processes there (RLIMIT_NPROC 0), no frames,
+# object lists or ctypes (an audit hook), no results descriptor, its own time limit, and what it sends back is
+# only its own question's frame (H writes it).
+
+def _harvest_in_fork(spec: JobSpec, ns: dict, job_fd: int):
+    """In the job's main thread after its last cell: fork the harvest, wait for it, end the job."""
+    pid = None
+    for attempt in range(50):
+        _reap_children()        # killed strays (a fork bomb's) count against the uid's processes until reaped
+        try:
+            pid = os.fork()
+            break
+        except BlockingIOError:     # RLIMIT_NPROC: strays not gone yet
+            time.sleep(0.1)
+    if pid is None:
+        os._exit(4)
+    if pid == 0:
+        try:
+            _harvest_process(spec, ns, job_fd)
+        finally:
+            os._exit(1)
+    while True:
+        try:
+            os.waitpid(pid, 0)      # the server checks that this thread waits here, for exactly that pid
+            break
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    os._exit(0)
+
+
+def _reap_children():
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+def _receive_channel(job_fd: int, wait: float):
+    """Ask the server for the results channel; ``(nonce, results fd, inputs fd)`` or None if refused."""
+    sock = _SOCKET(fileno=job_fd)
+    try:
+        sock.sendmsg([b"harvest"])
+        ready, _, _ = select.select([job_fd], [], [], wait)
+        if not ready:
+            return None
+        nonce = bytearray(protocol.NONCE_BYTES)
+        n, ancillary, _, _ = sock.recvmsg_into([nonce], _socket.CMSG_SPACE(8))
+        fds = []
+        for level, kind, data in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds.extend(_UNPACK(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+        if n != protocol.NONCE_BYTES or len(fds) != 2:
+            return None
+        return nonce, fds[0], fds[1]
+    finally:
+        sock.close()
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while True:
+        data = os.pread(fd, 1 << 20, offset)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+        offset += len(data)
+
+
+def _harvest_process(spec: JobSpec, ns: dict, job_fd: int):
+    """H: the only thread of a fork of the job's main thread. Never returns."""
+    global _HARVEST_CALL_S
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)      # the cells' handlers are not the harvest's
+    try:
+        _libc().prctl(4, 0, 0, 0, 0)            # PR_SET_DUMPABLE 0: no ptrace, no /proc/<pid>/fd from the job's uid
+    except Exception:       # noqa: BLE001
+        pass
+    channel = _receive_channel(job_fd, spec.harvest_grant_timeout)
+    if channel is None:
         os._exit(3)
+    nonce, results_fd, inputs_fd = channel
+    inputs_bytes = _read_fd(inputs_fd)
+    os.close(inputs_fd)
     emit(protocol.HARVEST_START, seconds=round(time.monotonic() - T_START, 3), out=_output_size())
     _HARVEST_CALL_S = float(spec.harvest_call_timeout)
     for name, value in list(ns.items()):
@@ -266,33 +347,152 @@ def run_job(spec: JobSpec, inputs_bytes: bytes, results_fd: int, ctl_fd: int, ki
     with refs.np_load(_BYTES_IO(inputs_bytes), allow_pickle=False) as f:
         ns["_ck_inputs"] = {k: refs.np_array(f[k], copy=True) for k in f.files}
     ns["_ck_refs"] = refs
+    ns["_ck_per_question"] = lambda plan: _run_questions(plan, spec, nonce, results_fd)
     ns.pop("_ck_outcome", None)
-    signal.signal(signal.SIGALRM, _on_harvest_alarm)
-    signal.setitimer(signal.ITIMER_REAL, _HARVEST_CALL_S)
-    status, error, arrays, meta = "ok", None, {}, {}
+    status, error = "ok", None
     try:
-        exec(compile(spec.harvest, "<harvest>", "exec"), ns)
-        arrays, meta = ns["_ck_outcome"]
+        harvest = compile(spec.harvest, "<harvest>", "exec")
+        if "_ck_harvest_main(" in spec.harvest:      # the lab's: H runs each question in a process of its own
+            exec(harvest, ns)
+        else:       # a harvest of its own (``_ck_outcome = (arrays, meta)``): all of it in one process
+            def run_all():
+                exec(harvest, ns)
+                return ns["_ck_outcome"]
+            _run_questions([("", run_all)], spec, nonce, results_fd)
     except BaseException as exc:      # noqa: BLE001
         status, error = "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TEXT:]
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    if os.getpid() != MAIN_PID:
-        os._exit(1)
-    try:
-        buf = _BYTES_IO()
-        refs.np_savez(buf, **{str(k): v for k, v in dict(arrays).items()})
-        frame = protocol.encode_results(nonce, buf.getvalue(), _JSON_DUMPS(dict(meta), sort_keys=True).encode())
-    except BaseException as exc:      # noqa: BLE001
-        status, error = "error", f"the harvest's values could not be saved: {exc!r}"[:_MAX_TEXT]
-        frame = protocol.encode_results(nonce, b"", b"{}")
-    _OS_FTRUNCATE(results_fd, 0)
-    _OS_PWRITE(results_fd, frame, 0)
     emit(protocol.HARVEST_END, status=status, error=error, seconds=round(time.monotonic() - T_START, 3),
          cpu=_cpu_seconds())
-    sys.stdout.flush()
-    sys.stderr.flush()
     os._exit(0)      # skip interpreter teardown: atexit hooks and __del__ of student objects
+
+
+# What graded code may not do (a question's calls; enforced by an audit hook, which cannot be removed): reach
+# frames (the harvest's own objects are a frame away), the garbage collector's object lists, raw memory and C
+# calls (ctypes), descriptors by number, sockets, threads, trace functions, more audit hooks. Each attempt
+# raises in the call that made it (its key fails) and is reported under ``<question>.refused``.
+_FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+_REFUSED_EVENTS = {"sys._current_frames": "the frames of every thread", "sys.settrace": "a trace function",
+                   "sys.setprofile": "a profile function", "sys.addaudithook": "an audit hook",
+                   "gc.get_objects": "the garbage collector's object lists",
+                   "gc.get_referrers": "the garbage collector's object lists",
+                   "gc.get_referents": "the garbage collector's object lists",
+                   "_thread.start_new_thread": "a thread", "socket.__new__": "a socket",
+                   "os.fork": "a process", "os.forkpty": "a process", "os.posix_spawn": "a process",
+                   "subprocess.Popen": "a process", "os.system": "a process"}
+
+
+def _guard_graded_calls(refused: list):
+    def hook(event, args):
+        what = _REFUSED_EVENTS.get(event)
+        if what is None:
+            if event == "object.__getattr__" and len(args) == 2 and args[1] in _FRAME_ATTRIBUTES:
+                what = f"a frame ({args[1]})"
+            elif event == "sys._getframe" and args and \
+                    str(getattr(getattr(args[0], "f_code", None), "co_filename", "<")).startswith("<"):
+                what = "a frame (sys._getframe)"
+            elif event.startswith("ctypes."):
+                what = f"raw memory or C calls ({event})"
+            elif event == "open" and args and isinstance(args[0], int):
+                what = "a file descriptor by number"
+            else:
+                return
+        if len(refused) < 20:
+            refused.append(what)
+        raise RuntimeError(f"the grader does not allow {what} in graded calls")
+    sys.addaudithook(hook)
+
+
+def _question_process(question: str, run, results_fd: int, nonce: bytearray, out_fd: int):
+    """C: one question's calls of the student's code. Never returns."""
+    status = 0
+    try:
+        os.close(results_fd)
+        nonce[:] = bytes(len(nonce))
+        if os.getuid() != 0:        # no thread, no process: what the grader traces is all that runs
+            resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+        refused = []
+        signal.signal(signal.SIGALRM, _on_harvest_alarm)
+        _guard_graded_calls(refused)
+        signal.setitimer(signal.ITIMER_REAL, _HARVEST_CALL_S)
+        arrays, meta = run()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        meta = dict(meta)
+        if refused:
+            meta[f"{question}.refused" if question else "refused"] = sorted(set(refused))
+        buf = _BYTES_IO()
+        _REFS.np_savez(buf, **{str(k): v for k, v in dict(arrays).items()})
+        npz, js = buf.getvalue(), _JSON_DUMPS(dict(meta), sort_keys=True).encode()
+    except BaseException as exc:      # noqa: BLE001
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        npz = b""
+        js = _JSON_DUMPS({f"{question}.harvest_error": {"error": f"the harvest's values could not be saved: "
+                                                                  f"{exc!r}"[:_MAX_TEXT]}}).encode()
+        status = 1
+    data = f"{len(npz)} {len(js)}\n".encode() + npz + js
+    while data:
+        try:
+            data = data[_OS_WRITE(out_fd, data):]
+        except OSError:
+            break
+    os._exit(status)
+
+
+def _read_pipe(fd: int, deadline: float, cap: int) -> tuple[bytes, str]:
+    """What comes through ``fd`` until EOF: ``(data, "")``, or ``(data so far, why it stopped)``."""
+    chunks, size = [], 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), "time"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        data = _OS_READ(fd, 1 << 20)
+        if not data:
+            return b"".join(chunks), ""
+        chunks.append(data)
+        size += len(data)
+        if size > cap:
+            return b"", "size"
+
+
+def _run_questions(plan, spec: JobSpec, nonce: bytearray, results_fd: int):
+    """In H: each ``(question, run)`` in a process of its own, its frame appended to the results file."""
+    offset = 0
+    gc.freeze()     # the collector in each question's process leaves H's objects alone: far fewer copied pages
+    for question, run in plan:
+        question = str(question)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _question_process(question, run, results_fd, nonce, w)
+        os.close(w)
+        data, stopped = _read_pipe(r, time.monotonic() + spec.harvest_question_timeout, spec.max_results_bytes)
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        header, _, body = data.partition(b"\n")
+        try:
+            n_npz, n_json = (int(x) for x in header.split())
+            ok = not stopped and n_npz >= 0 and n_json >= 0 and len(body) == n_npz + n_json
+        except ValueError:
+            ok = False
+        if ok:
+            npz, js = body[:n_npz], body[n_npz:]
+        else:
+            why = {"time": f"stopped after {spec.harvest_question_timeout:g} s (the time limit of one question's "
+                           "calls)",
+                   "size": "its values were too large to send back"}.get(stopped, "its values did not come back "
+                                                                              "(the process ended)")
+            npz, js = b"", _JSON_DUMPS({f"{question}.harvest_error": {"error": why}}).encode()
+        frame = protocol.encode_results(bytes(nonce), npz, js, question)
+        _OS_PWRITE(results_fd, frame, offset)
+        offset += len(frame)
+    return {}, {}
 
 
 # ----------------------------------------------------------------------------------------- the server
@@ -453,7 +653,7 @@ def _private_mounts(cmd: ServerCommand):
         os.close(fd)
 
 
-def _job_process(cmd: ServerCommand, isolate: bool):
+def _job_process(cmd: ServerCommand, isolate: bool, job_fd: int):
     """In the forked process: become the job (namespaces, uid, limits, folder, output), run it, never return."""
     global MAIN_PID, T_START
     try:
@@ -465,18 +665,14 @@ def _job_process(cmd: ServerCommand, isolate: bool):
         except OSError:
             pass
         folder = cmd.folder
-        # read as root (the files are root's, 0600), then gone: the cells can read neither
+        # read as root (the file is root's, 0600), then gone: the cells cannot read it. The hidden inputs and
+        # the results file are the server's: only the harvest process gets them (see _HarvestChannel)
         with open(f"{folder}/{protocol.JOB_FILE}") as fh:
             spec = JobSpec.from_json(fh.read())
-        with open(f"{folder}/{protocol.INPUTS_FILE}", "rb") as fh:
-            inputs_bytes = fh.read()
-        for name in (protocol.JOB_FILE, protocol.INPUTS_FILE):
-            os.unlink(f"{folder}/{name}")
+        os.unlink(f"{folder}/{protocol.JOB_FILE}")
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
         out = os.open(f"{folder}/{protocol.OUTPUT_FILE}", flags)
         ev = os.open(f"{folder}/{protocol.EVENTS_FILE}", flags)
-        results = os.open(f"{folder}/{protocol.RESULTS_FILE}", os.O_WRONLY | os.O_NOFOLLOW)
-        ctl = os.open(f"{folder}/{protocol.CONTROL_FIFO}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         if isolate:
             _enter_mount_namespace()
             _private_mounts(cmd)
@@ -505,7 +701,7 @@ def _job_process(cmd: ServerCommand, isolate: bool):
         tempfile.tempdir = None         # the server's cached choice; this job's is its own /tmp ($TMPDIR)
         MAIN_PID, T_START = os.getpid(), time.monotonic()
         _reseed()
-        run_job(spec, inputs_bytes, results, ctl, kill_strays=cmd.uid is not None)
+        run_job(spec, job_fd, kill_strays=cmd.uid is not None)
     except BaseException as exc:        # noqa: BLE001
         try:
             os.write(2, f"grading process failed to start: {exc!r}\n".encode())
@@ -530,6 +726,177 @@ def _namespaces_work(namespaces: PidNamespaces) -> str:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return "" if os.waitstatus_to_exitcode(status) == 0 else "a job cannot have its own PID and mount namespaces"
+
+
+WAIT4 = {"x86_64": 61, "aarch64": 260, "ppc64le": 114, "s390x": 114}.get(os.uname().machine)
+
+
+def _proc_status(pid: int) -> dict:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+    except (OSError, ValueError):
+        return {}
+
+
+class _HarvestChannel:
+    """The server's side of one job's harvest: the socket its harvest process asks on (the job holds the other
+    end), the results file and the hidden inputs (opened here, never by the job's process), the grader's nonce,
+    and a log of what the server decided (``protocol.SERVER_EVENTS_FILE``, which the grader reads)."""
+
+    def __init__(self, cmd: ServerCommand):
+        self.cmd, self.job_pid, self.harvester, self.pidfd, self.pending = cmd, None, None, None, {}
+        self.closed = False
+        self.sock, self.job_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+        folder = cmd.folder
+        self.results = os.open(f"{folder}/{protocol.RESULTS_FILE}", os.O_WRONLY | os.O_NOFOLLOW)
+        self.inputs = os.open(f"{folder}/{protocol.INPUTS_FILE}", os.O_RDONLY | os.O_NOFOLLOW)
+        os.unlink(f"{folder}/{protocol.INPUTS_FILE}")
+        self.log_fd = os.open(f"{folder}/{protocol.SERVER_EVENTS_FILE}", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        self.nonce = bytes.fromhex(cmd.nonce)
+
+    def server_fds(self):
+        return [self.sock.fileno(), self.results, self.inputs, self.log_fd] + ([self.pidfd] if self.pidfd else [])
+
+    def log(self, kind, **fields):
+        try:
+            os.write(self.log_fd, (json.dumps(dict(kind=kind, **fields)) + "\n").encode())
+        except OSError:
+            pass
+
+    def close(self):
+        for fd in self.server_fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.sock.detach()
+
+    def on_request(self):
+        """A message on the socket: who sent it (the kernel says, SO_PASSCRED) is checked in ``check``."""
+        try:
+            message, ancillary, _, _ = self.sock.recvmsg(64, _socket.CMSG_SPACE(12))
+        except OSError:
+            message, ancillary = b"", []
+        pid = None
+        for level, kind, data in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_CREDENTIALS and len(data) >= 12:
+                pid = struct.unpack("3i", data[:12])[0]
+        if not message and pid is None:     # every end the job held is closed: nothing more will come
+            self.closed = True
+            return
+        if pid is None or self.harvester is not None or len(self.pending) >= 16:
+            self.refuse(pid, "a request after the harvest was handed its channel" if self.harvester
+                        else "a request without credentials, or too many")
+            return
+        self.pending.setdefault(pid, time.monotonic())
+        self.check()
+
+    def refuse(self, pid, why):
+        self.log("harvest-refused", pid=pid, why=why)
+        if pid and pid != self.job_pid and self.cmd.uid is not None and \
+                _proc_status(pid).get("Uid", "").split()[:1] == [str(self.cmd.uid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def why_not(self, pid) -> str:
+        """'' if ``pid`` is the job's harvest: a single-threaded child of the job's process, whose main thread
+        is blocked waiting for exactly that child (what ``_harvest_in_fork`` does after the last cell)."""
+        status = _proc_status(pid)
+        if status.get("PPid") != str(self.job_pid):
+            return "the asker is not a child of the job's main process"
+        if status.get("Threads") != "1":
+            return "the asker has more than one thread"
+        if self.cmd.uid is not None and status.get("Uid", "").split()[:1] != [str(self.cmd.uid)]:
+            return "the asker runs under another uid"
+        inner = (status.get("NSpid") or str(pid)).split()[-1]
+        try:
+            with open(f"/proc/{self.job_pid}/task/{self.job_pid}/syscall") as fh:
+                call = fh.read().split()
+        except OSError:
+            call = []
+        if WAIT4 is None:
+            return ""
+        if len(call) < 2 or call[0] != str(WAIT4) or int(call[1], 16) != int(inner):
+            return "the job's main thread is not waiting for the asker: its cells had not ended"
+        return ""
+
+    def check(self):
+        """Grant the pending request that checks out; refuse one that has not for ``grant_check_s`` seconds
+        (the main thread may not be in waitpid yet), and every other one once one is granted."""
+        for pid, since in list(self.pending.items()):
+            if self.harvester is not None:
+                break
+            why = self.why_not(pid)
+            if why and time.monotonic() - since < self.cmd.grant_check_s:
+                continue
+            del self.pending[pid]
+            if why:
+                self.refuse(pid, why)
+            else:
+                self.grant(pid)
+        if self.harvester is not None:
+            for pid in list(self.pending):
+                del self.pending[pid]
+                self.refuse(pid, "another process was the harvest")
+
+    def grant(self, pid):
+        try:
+            os.kill(self.job_pid, signal.SIGSTOP)       # the job's process, every thread of it, stops
+        except OSError:
+            pass
+        killed = _kill_uid_except(self.cmd.uid, (self.job_pid, pid)) if self.cmd.uid is not None else []
+        _wait_settled(self.job_pid, killed, 2.0)    # no thread or process of the job left to take the message
+        try:
+            self.pidfd = os.pidfd_open(pid)
+            self.sock.sendmsg([self.nonce], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                              struct.pack("2i", self.results, self.inputs))])
+        except OSError as exc:
+            self.log("harvest-refused", pid=pid, why=f"the channel could not be handed over: {exc}")
+            return
+        self.harvester = pid
+        self.log("harvest-granted", pid=pid)
+
+    def on_harvest_exit(self):
+        """The harvest ended: the job is over (its stopped process and what is left of it are killed)."""
+        self.log("harvest-exit", pid=self.harvester)
+        os.close(self.pidfd)
+        self.pidfd = None
+        try:
+            os.kill(self.job_pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _kill_uid_except(uid: int, keep) -> list:
+    killed = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in keep:
+            if _proc_status(int(name)).get("Uid", "").split()[:1] == [str(uid)]:
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                    killed.append(int(name))
+                except OSError:
+                    pass
+    return killed
+
+
+def _wait_settled(stopped_pid: int, killed, timeout: float):
+    """Until every thread of ``stopped_pid`` is stopped and every pid of ``killed`` dead (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [_proc_status(pid).get("State", "Z")[:1] for pid in killed]
+        try:
+            tasks = os.listdir(f"/proc/{stopped_pid}/task")
+        except OSError:
+            tasks = []
+        states += [_proc_status(f"{stopped_pid}/task/{tid}").get("State", "T")[:1] for tid in tasks]
+        if all(state in "ZXTt" for state in states):
+            return
+        time.sleep(0.005)
 
 
 def _die_with_the_grader():
@@ -562,6 +929,7 @@ def serve():
             report(ServerReply("failed", job_id=why))
             return
     jobs = {}
+    channels = {}       # job pid -> _HarvestChannel
     report(ServerReply("ready", seconds=round(time.monotonic() - T_START, 3)))
     buf = b""
     while True:
@@ -573,10 +941,23 @@ def serve():
             if pid == 0:
                 break
             job = jobs.pop(pid, None)
+            channel = channels.pop(pid, None)
+            if channel is not None:
+                channel.close()
             if job is not None:
                 report(ServerReply("exit", job_id=job, code=os.waitstatus_to_exitcode(status)))
-        ready, _, _ = select.select([0], [], [], 0.05)
-        if not ready:
+        watched = {0: None}
+        for channel in channels.values():
+            channel.check()
+            if not channel.closed:
+                watched[channel.sock.fileno()] = (channel, channel.on_request)
+            if channel.pidfd is not None:
+                watched[channel.pidfd] = (channel, channel.on_harvest_exit)
+        ready, _, _ = select.select(list(watched), [], [], 0.05)
+        for fd in ready:
+            if fd and watched.get(fd):
+                watched[fd][1]()
+        if 0 not in ready:
             continue
         data = os.read(0, 65536)
         if not data:
@@ -593,10 +974,22 @@ def serve():
                         os.kill(pid, signal.SIGKILL)
                 continue
             cmd = ServerCommand.from_line(line)
+            try:
+                channel = _HarvestChannel(cmd)
+            except OSError as exc:
+                print(f"job {cmd.job_id}: its files could not be opened: {exc}", file=sys.stderr)
+                report(ServerReply("exit", job_id=cmd.job_id, code=70))
+                continue
             pid = namespaces.fork() if namespaces else os.fork()
             if pid == 0:
                 os.close(out)
-                _job_process(cmd, isolate)
+                job_fd = channel.job_end.detach()
+                for other in list(channels.values()) + [channel]:     # the server's descriptors, every job's
+                    other.close()
+                _job_process(cmd, isolate, job_fd)
+            channel.job_end.close()
+            channel.job_pid = pid
+            channels[pid] = channel
             jobs[pid] = cmd.job_id
             report(ServerReply("started", job_id=cmd.job_id, pid=pid))
 

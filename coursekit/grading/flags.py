@@ -30,6 +30,13 @@ MACHINERY_MODULES = {
     "importlib": "the import machinery",
     "sys.monitoring": "the interpreter's monitoring hooks",
     "threading": None,      # legitimate (DataLoader); listed so that 'from threading import settrace' is seen
+    "fcntl": "fcntl (file descriptors: the job's channels to the grader)",
+    "socket": "sockets (the job's channel to the grading server is one)",
+    "_socket": "sockets (the job's channel to the grading server is one)",
+    "mmap": "mmap (raw memory)",
+    "_thread": "_thread (threads below threading)",
+    "multiprocessing.reduction": "passing file descriptors between processes",
+    "traceback": "tracebacks and their frames (a way to reach the grader's objects)",
 }
 # what the lab notebook itself imports from the grading package (the student's self-check)
 STUDENT_GRADING_MODULE = "coursekit.grading.check"
@@ -52,7 +59,23 @@ MACHINERY_NAMES = {
     "__subclasses__": "every subclass of a type (a way to reach the grader's objects)",
     "__globals__": "a function's globals (a way to reach the grader's objects)",
     "__code__": "a function's code object",
+    # frames, by every route to them (a traceback, a generator, a coroutine): the harvest's objects are a frame away
+    "tb_frame": "a traceback's frame (a way to reach the grader's objects)",
+    "tb_next": "a traceback's frames (a way to reach the grader's objects)",
+    "gi_frame": "a generator's frame (a way to reach the grader's objects)",
+    "cr_frame": "a coroutine's frame (a way to reach the grader's objects)",
+    "ag_frame": "an async generator's frame (a way to reach the grader's objects)",
+    "f_back": "the calling frame (a way to reach the grader's objects)",
+    "f_locals": "a frame's variables (a way to reach the grader's objects)",
+    "f_globals": "a frame's globals (a way to reach the grader's objects)",
+    "_current_frames": "every thread's frame",
+    "currentframe": "stack frames (a way to reach the grader's objects)",
+    "addaudithook": "an audit hook (sees the grader's events)",
+    "FileIO": "io.FileIO (a file descriptor by number: the job's channels to the grader)",
 }
+# processes: the grader's harvest is a process the job's main thread forks and waits for after the last cell
+PROCESS_CALLS = {"fork", "forkpty", "waitpid", "wait", "wait3", "wait4", "waitid", "pidfd_open", "register_at_fork",
+                 "sendmsg", "recvmsg", "recvmsg_into", "socketpair", "fromfd"}
 DESCRIPTOR_CALLS = {"write", "read", "pwrite", "pread", "dup", "dup2", "fdopen", "ftruncate", "lseek", "fstat",
                     "open", "readlink", "listdir", "scandir", "kill", "killpg", "setsid", "setpgid"}
 JOB_STRINGS = ("/proc", "/dev/fd", "/spool", "/run/coursekit", "coursekit-spool", "job.json", "inputs.npz",
@@ -177,6 +200,9 @@ class _Scanner(ast.NodeVisitor):
         elif full == "open" and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, int):
             self.flag(node, "opens a file descriptor by number (the job's channels to the grader)")
+        elif name in PROCESS_CALLS and (full.startswith(("os.", "socket.")) or isinstance(node.func, ast.Attribute)):
+            self.flag(node, f"{full or name} (processes and sockets: the grader's harvest is a process the job "
+                            "forks, and its channel a socket)")
         self.generic_visit(node)
 
     def visit_Attribute(self, node):
@@ -207,6 +233,8 @@ class _Scanner(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Constant(self, node):
+        if isinstance(node.value, str) and MACHINERY_NAMES.get(node.value) and not node.value.startswith("__"):
+            self.flag(node, f"names {node.value!r}: {MACHINERY_NAMES[node.value]}")      # getattr(tb, "tb_frame")
         if isinstance(node.value, str):
             for s in JOB_STRINGS:
                 if s in node.value:

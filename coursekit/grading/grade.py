@@ -106,4 +106,6 @@ def grade_notebook(path, spec: LabSpec | None = None, limits: Limits | None = No
         total=sum(q.points for q in questions), max_total=sum(q.max_points for q in questions),
         status=result.status,
         feedback_text=feedback_text(student, questions, result.status, result.cell_errors, result.notes),
-        cell_errors=list(result.cell_errors), notes=list(result.notes), flags=scan_cells(result.sources))
+        cell_errors=list(result.cell_errors), notes=list(result.notes),
+        flags=scan_cells(result.sources) + list(result.runtime_flags)
+        + [{"line": None, "code": "", "reason": flag} for q in questions for flag in q.flags])

@@ -196,10 +196,27 @@ class _CkSwap:
 def _ck_harvest_main(harvesters, namespace):
     """Run each ``(question, harvester)`` on the inputs; return ``(arrays, meta)`` for the job to send back.
 
-    In the sandbox the job provides ``_ck_inputs`` (the hidden tests' inputs, which no cell could read) and
-    ``_ck_refs`` and sends the result in the frame only the grader's nonce opens (see
-    ``coursekit.grading.protocol``). Run in process without them (the lab's own tests), it reads
+    In the sandbox the harvest process provides ``_ck_inputs`` (the hidden tests' inputs, which no cell could
+    read), ``_ck_refs`` and ``_ck_per_question``, which runs each question in a process of its own and writes
+    its frame (see ``coursekit.grading.child``). Run in process without them (the lab's own tests), it reads
     ``inputs.npz`` and writes ``outputs.npz`` and ``outputs.json`` in the working folder instead."""
+    per_question = namespace.get("_ck_per_question")
+    if per_question is not None:
+        # the sandbox: each question in a process of its own (``_ck_per_question`` runs the calls there and
+        # sends back only that question's values), so one question's code cannot touch another's values or time
+        inputs, refs = namespace["_ck_inputs"], namespace.get("_ck_refs")
+
+        def question_run(question, harvester):
+            def run():
+                recorder = _CkRecorder(namespace, refs)
+                try:
+                    harvester(recorder, inputs)
+                except BaseException as exc:  # noqa: BLE001
+                    recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc)}
+                return recorder.arrays, recorder.meta
+            return run
+
+        return per_question([(question, question_run(question, harvester)) for question, harvester in harvesters])
     import numpy as np
     inputs = namespace.get("_ck_inputs")
     in_process = inputs is None

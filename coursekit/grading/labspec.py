@@ -52,6 +52,7 @@ class QuestionResult:
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     title: str = ""
+    flags: list[str] = field(default_factory=list)      # what a hidden test saw the code do, for the instructor
 
     def as_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "points": self.points, "max_points": self.max_points,
@@ -179,7 +180,9 @@ class LabSpec:
                                           "tell your instructor") for test in q["points"]}
             qr = QuestionResult(name=name, points=0, max_points=q["max_points"], title=q["title"])
             for test, points in q["points"].items():
-                ok, message = _verdict(verdicts.get(test))
+                ok, message, flag = _verdict(verdicts.get(test))
+                if flag:
+                    qr.flags.append(f"{name} {test}: {flag}")
                 if ok:
                     qr.points += points
                     qr.passed.append(f"{test} ({points}/{points})" + (f": {message}" if message else ""))
@@ -191,10 +194,12 @@ class LabSpec:
         return results
 
 
-def _verdict(value) -> tuple[bool, str]:
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
-        return value[0], str(value[1] or "")
-    return False, "the hidden test gave no verdict"
+def _verdict(value) -> tuple[bool, str, str]:
+    """A hidden test's ``(passed, message)``, or ``(passed, message, flag)`` where ``flag`` says what it saw the
+    code do that the instructor should look at."""
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], bool):
+        return value[0], str(value[1] or ""), str(value[2] or "") if len(value) == 3 else ""
+    return False, "the hidden test gave no verdict", ""
 
 
 def _clean_outputs(outputs) -> dict[str, np.ndarray]:

@@ -11,12 +11,14 @@ One job's trip (see ``coursekit.grading.runner``)::
                                        <-   ServerReply "started"                 own pid + mount namespace,
                                                                                   own /dev/shm and /tmp, drops uid
     reads Events (untrusted)           <-------------------------------------   ready, start/end per cell, cells-done
-    on cells-done: writes a fresh nonce -> control FIFO ----------------------->  harvest (references taken before
-    accepts a ResultsFrame carrying it <-  results file -------------------------  any cell ran), frame, harvest-end
-                                       <-   ServerReply "exit"
+    (nonce in the ServerCommand)            checks the asker from outside   <-   main thread forks harvest H, waits;
+    reads server.jsonl (granted...)    <-   stops the job, hands H the      ->   H asks on its socket
+                                            results file, inputs, nonce
+    accepts frames carrying the nonce  <-  results file -------------------------  one process per question, a frame
+                                       <-   ServerReply "exit"                     each (only its own keys)
 
 Events are only hints for time limits and feedback (a cell can write any of them); results are accepted
-only in a frame that carries the nonce the grader wrote after the last cell.
+only in frames that carry the nonce, which only the harvest process the server checked ever holds.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ class Limits:
     Every timeout the grader or the job applies is derived here (properties), nowhere else."""
     cell_timeout: float = 60.0          # one notebook cell
     submission_timeout: float = 300.0   # all the cells, every attempt together (the harvest has its own)
-    harvest_timeout: float = 60.0       # the calls that collect the values to grade
+    harvest_timeout: float = 60.0       # one question's calls that collect the values to grade (each question
+                                        # is harvested in a process of its own, killed after this)
     memory_mb: int = 3072               # resident memory of all the job's processes; also RLIMIT_DATA
     max_processes: int = 64             # processes and threads of the job's uid
     max_file_mb: int = 64               # largest file it may write
@@ -44,10 +47,14 @@ class Limits:
     max_output_kb: int = 64             # output kept for the feedback (head and tail)
     max_output_total_mb: int = 16       # a cell that prints more fails (printing past max_file_mb raises)
     max_restarts: int = 4               # fresh processes after a cell that killed its process
+    max_notebook_mb: int = 16           # a submitted notebook file
+    max_results_mb: int = 64            # the values one question's harvest sends back
+    max_meta_kb: int = 256              # the harvest's description (JSON) of one question
 
     def __post_init__(self):
         for name in ("cell_timeout", "submission_timeout", "harvest_timeout", "memory_mb", "max_processes",
-                     "max_file_mb", "max_disk_mb", "max_output_kb", "max_output_total_mb"):
+                     "max_file_mb", "max_disk_mb", "max_output_kb", "max_output_total_mb", "max_notebook_mb",
+                     "max_results_mb", "max_meta_kb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_restarts < 0:
@@ -69,6 +76,33 @@ class Limits:
     def harvest_call_timeout(self) -> float:
         """One call of a student's function from the harvest (the lab may train with the student's code)."""
         return min(self.harvest_timeout / 2, max(self.cell_timeout, 10.0))
+
+    @property
+    def harvest_grant_timeout(self) -> float:
+        """How long the harvest process waits for the server to hand it the results channel."""
+        return self.harvest_timeout
+
+    @property
+    def harvest_grant_check(self) -> float:
+        """How long the server re-checks a request for the results channel (the job's main thread may not be
+        waiting for its harvest yet) before it refuses it."""
+        return 5.0
+
+    @property
+    def harvest_stall_timeout(self) -> float:
+        """The grader's own limit on the harvest: no question's frame for this long (the harvest process kills a
+        question's process after ``harvest_timeout`` itself; this is for a harvest process that does not)."""
+        return self.harvest_timeout + self.cell_grace + 5
+
+    @property
+    def job_start_grace(self) -> float:
+        """Time a fresh job process may take to start (fork, namespaces, reading its job) on top of its cells."""
+        return 10.0
+
+    @property
+    def kill_wait(self) -> float:
+        """How long the grader waits for a killed job to be reported gone."""
+        return 10.0
 
     @property
     def shm_mb(self) -> int:
@@ -105,8 +139,9 @@ JOB_FILE = "job.json"           # JobSpec, root-only; the job reads it before dr
 INPUTS_FILE = "inputs.npz"      # the hidden tests' inputs, root-only, read and unlinked the same way
 OUTPUT_FILE = "output.txt"      # the notebook's stdout and stderr (root-owned; the job holds a descriptor)
 EVENTS_FILE = "events.jsonl"    # Events, one JSON object a line (root-owned; the job holds a descriptor)
-RESULTS_FILE = "results.bin"    # the harvest's ResultsFrame (root-owned; the job holds a descriptor)
-CONTROL_FIFO = "control"        # grader -> job: the harvest's nonce, written after the last cell
+RESULTS_FILE = "results.bin"    # the harvest's frames, one per question (root-owned; opened by the server, handed
+                                # to the harvest process only after the server checked it, never to the job's)
+SERVER_EVENTS_FILE = "server.jsonl"   # what the server decided about the harvest (root-owned; the job never has it)
 WORK_DIR = "work"               # the job's own folder (its uid, 0700): cwd, HOME
 DATA_LINK = "data"              # ../data seen from work/: the data set as torchvision (d2l) expects it
 
@@ -122,6 +157,9 @@ class JobSpec:
     harvest_call_timeout: float
     output_limit_bytes: int
     memory_mb: int
+    harvest_question_timeout: float = 60.0   # one question's calls together (its own process, killed after)
+    harvest_grant_timeout: float = 60.0      # how long the harvest waits for the server's channel
+    max_results_bytes: int = 64 << 20        # one question's values
     skip: dict = field(default_factory=dict)    # cell index -> why it is skipped
 
     def to_json(self) -> str:
@@ -149,6 +187,8 @@ class ServerCommand:
     hide: str = ""                              # a folder the job must not see (a tmpfs over it) ...
     keep: list = field(default_factory=list)    # ... except these folders inside it (bound back)
     keep_ro: list = field(default_factory=list)  # read-only folders under /tmp (Python, the venv...) bound back
+    nonce: str = ""                             # hex; the server hands it to the verified harvest only
+    grant_check_s: float = 5.0                  # how long the server re-checks a harvest request before refusing
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self)) + "\n").encode()
@@ -239,25 +279,54 @@ RESULTS_MAGIC = b"COURSEKIT-RESULTS-1\n"
 NONCE_BYTES = 32
 
 
-def encode_results(nonce: bytes, npz: bytes, meta_json: bytes) -> bytes:
-    """The frame the harvest writes: magic, the grader's nonce, the sizes, the .npz bytes, the JSON bytes."""
-    header = f"{len(npz)} {len(meta_json)}\n".encode()
+def encode_results(nonce: bytes, npz: bytes, meta_json: bytes, question: str = "") -> bytes:
+    """The frame the harvest writes: magic, the grader's nonce, the question it holds (one frame per question,
+    appended in order), the sizes, the .npz bytes, the JSON bytes."""
+    header = f"{question} {len(npz)} {len(meta_json)}\n".encode() if question else f"{len(npz)} {len(meta_json)}\n".encode()
     return RESULTS_MAGIC + nonce.hex().encode() + b"\n" + header + npz + meta_json
 
 
-def decode_results(frame: bytes, nonce: bytes) -> tuple[bytes, bytes] | None:
-    """``(npz bytes, JSON bytes)`` if ``frame`` is a well-formed frame carrying ``nonce``, else None."""
-    if not frame.startswith(RESULTS_MAGIC):
+def _decode_one(data: bytes, start: int, nonce: bytes):
+    """``(question, npz, json, end)`` for the frame at ``data[start:]``, or None if it is not a well-formed frame
+    carrying ``nonce``."""
+    if not data.startswith(RESULTS_MAGIC, start):
         return None
-    rest = frame[len(RESULTS_MAGIC):]
-    nonce_line, _, rest = rest.partition(b"\n")
-    if nonce_line != nonce.hex().encode():
+    pos = start + len(RESULTS_MAGIC)
+    nonce_end = data.find(b"\n", pos, pos + 2 * NONCE_BYTES + 1)
+    if nonce_end < 0 or data[pos:nonce_end] != nonce.hex().encode():
         return None
-    header, _, body = rest.partition(b"\n")
+    header_end = data.find(b"\n", nonce_end + 1, nonce_end + 200)
+    if header_end < 0:
+        return None
+    parts = data[nonce_end + 1:header_end].split()
+    question = parts[0].decode("ascii", "replace") if len(parts) == 3 else ""
     try:
-        n_npz, n_json = (int(x) for x in header.split())
+        n_npz, n_json = (int(x) for x in parts[-2:])
     except ValueError:
         return None
-    if n_npz < 0 or n_json < 0 or len(body) != n_npz + n_json:
+    body = header_end + 1
+    if len(parts) not in (2, 3) or n_npz < 0 or n_json < 0 or body + n_npz + n_json > len(data):
         return None
-    return body[:n_npz], body[n_npz:]
+    return question, data[body:body + n_npz], data[body + n_npz:body + n_npz + n_json], body + n_npz + n_json
+
+
+def decode_results(frame: bytes, nonce: bytes) -> tuple[bytes, bytes] | None:
+    """``(npz bytes, JSON bytes)`` if ``frame`` is exactly one well-formed frame carrying ``nonce``, else None."""
+    one = _decode_one(frame, 0, nonce)
+    if one is None or one[3] != len(frame):
+        return None
+    return one[1], one[2]
+
+
+def decode_frames(data: bytes, nonce: bytes) -> tuple[list[tuple[str, bytes, bytes]], bool]:
+    """Every frame carrying ``nonce`` in ``data`` (the harvest appends one per question): ``([(question, npz,
+    JSON), ...], intact)``; ``intact`` is False if something else follows the last good frame (a frame cut off
+    by a kill, or bytes that are not a frame), which is then ignored."""
+    frames, pos = [], 0
+    while pos < len(data):
+        one = _decode_one(data, pos, nonce)
+        if one is None:
+            return frames, False
+        frames.append(one[:3])
+        pos = one[3]
+    return frames, True

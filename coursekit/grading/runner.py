@@ -10,9 +10,12 @@
    a uid of its own, in namespaces of its own: every code cell in order (through IPython's input
    transformation), each with its own time limit and the submission's deadline, going on past a cell that
    fails;
-4. once the job reports that its cells are done, writes a fresh random nonce to the job's control FIFO: the
-   harvest runs and writes its results in a frame carrying that nonce. Results without it (planted by a cell
-   before the harvest started) are never read;
+4. hands the server a fresh random nonce with the job; after the last cell the job's main thread forks the
+   harvest process, which the server checks from outside (a single-threaded child of the job's process, whose
+   main thread is waiting for it) before it hands it the results file, the hidden inputs and the nonce, and
+   stops the job's own process; each question is harvested in a process of its own and written as a frame
+   carrying the nonce. The server's decisions come back in a file the job never holds (``server.jsonl``): a
+   request the server refused is a flag on the grade;
 5. if a cell ends the process (``os._exit``, a time limit, memory, output), starts a fresh process that
    skips that cell, so what worked before and after still counts (at most ``limits.max_restarts`` times); when
    the submission's time has run out, one more process runs only the cells that had finished and harvests;
@@ -41,9 +44,7 @@ from coursekit.grading.protocol import Event, JobSpec, Limits
 
 __all__ = ["ExecutionResult", "Limits", "execute_submission", "notebook_code_cells"]
 
-MAX_NOTEBOOK_MB = 16
-MAX_META_BYTES = 256 * 1024
-MAX_OUTPUTS_MB = 64
+MAX_NOTEBOOK_MB = Limits().max_notebook_mb      # the defaults; execute_submission uses its Limits'
 MAX_ERROR_CHARS = 1500
 STATUS_ORDER = ["ok", "timeout", "memory", "output-limit", "disk-limit", "killed", "kernel-died", "invalid-notebook"]
 
@@ -66,21 +67,22 @@ class ExecutionResult:
     wall_s: float = 0.0
     isolation: str = ""
     sources: list = field(default_factory=list)        # the code cells as read (for the static flags)
+    runtime_flags: list = field(default_factory=list)  # what the grader saw the job attempt, as flags
 
 
 class NotebookError(ValueError):
     """The file is not a notebook we can run."""
 
 
-def notebook_code_cells(path) -> tuple[list[str], list[str]]:
+def notebook_code_cells(path, max_mb: int = MAX_NOTEBOOK_MB) -> tuple[list[str], list[str]]:
     """The code cells' sources, as written (IPython's transformation runs in the job), and notes."""
     path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise NotebookError(f"cannot read {path.name}: {exc.strerror}") from None
-    if size > MAX_NOTEBOOK_MB << 20:
-        raise NotebookError(f"{path.name} is {size >> 20} MiB; a notebook may be at most {MAX_NOTEBOOK_MB} MiB")
+    if size > max_mb << 20:
+        raise NotebookError(f"{path.name} is {size >> 20} MiB; a notebook may be at most {max_mb} MiB")
     raw = path.read_bytes()
     try:
         nb = json.loads(raw.decode("utf-8"))
@@ -125,7 +127,7 @@ def _read_regular(path: Path, max_bytes: int) -> bytes | None:
         os.close(fd)
 
 
-def _load_outputs(npz_bytes: bytes, meta_bytes: bytes) -> tuple[dict, dict, list[str]]:
+def _load_outputs(npz_bytes: bytes, meta_bytes: bytes, max_meta_bytes: int) -> tuple[dict, dict, list[str]]:
     """The harvest's arrays (plain numeric only, never a pickle) and its JSON (capped)."""
     problems = []
     outputs, meta = {}, {}
@@ -141,7 +143,7 @@ def _load_outputs(npz_bytes: bytes, meta_bytes: bytes) -> tuple[dict, dict, list
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             problems.append(f"the harvested arrays could not be read as plain arrays: {exc}"[:300])
             outputs = {}
-    if len(meta_bytes) > MAX_META_BYTES:
+    if len(meta_bytes) > max_meta_bytes:
         problems.append("the harvest's description was too large; left out")
     elif meta_bytes:
         try:
@@ -168,9 +170,9 @@ class _Tracker:
         self.seconds = {}
         self.raw = []
         self.ready = False           # the job's process started and read its job
-        self.cells_done = False      # the job says its cells are done: time to send the nonce
-        self.harvest_since = None    # when the grader sent the nonce
-        self.harvest_end = None      # (status, error) the job reported after the nonce was sent
+        self.harvest_since = None    # when the server handed the results channel to the harvest process
+        self.harvest_end = None      # (status, error) the job reported after that
+        self.refused = []            # requests for the results channel the server refused: {"pid", "why"}
 
     def __call__(self, lines, elapsed):
         for line in lines[self.seen:]:
@@ -190,21 +192,41 @@ class _Tracker:
                 self.current = None
             elif ev.kind == protocol.SKIP and ev.cell is not None and ev.error and "time ran out" in ev.error:
                 self.ended.setdefault(ev.cell, ("skipped", ev.error))
-            elif ev.kind == protocol.CELLS_DONE and self.current is None and self.expected <= set(self.ended):
-                self.cells_done = True      # (a "cells-done" in the middle of a cell, as a cell would fake it, is not)
             elif ev.kind == protocol.HARVEST_END and self.harvest_since is not None:
                 self.harvest_end = (ev.status, (ev.error or "")[:MAX_ERROR_CHARS])
         limits = self.limits
         if self.harvest_since is not None:
-            return "timeout" if elapsed - self.harvest_since > limits.harvest_timeout else None
-        if isinstance(self.current, int) and elapsed - self.since > limits.cell_timeout + limits.cell_grace:
+            return "timeout" if elapsed - self.harvest_progress > limits.harvest_stall_timeout else None
+        if self.cells_deadline_passed(elapsed):
             return "timeout"
-        if elapsed > self.cells_deadline + limits.cell_grace + 10:     # 10: the job's start
+        if isinstance(self.current, int) and elapsed - self.since > limits.cell_timeout + limits.cell_grace:
             return "timeout"
         return None
 
-    def harvest_started(self, elapsed):
-        self.current, self.since, self.harvest_since = "harvest", elapsed, elapsed
+    def cells_deadline_passed(self, elapsed) -> bool:
+        return elapsed > self.cells_deadline + self.limits.cell_grace + self.limits.job_start_grace
+
+    def server(self, lines, elapsed):
+        """The server's own decisions (trusted: the job never holds that file)."""
+        for line in lines[self.server_seen:]:
+            self.server_seen += 1
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("kind") == "harvest-granted" and self.harvest_since is None:
+                self.current, self.since, self.harvest_since = "harvest", elapsed, elapsed
+                self.harvest_progress = elapsed
+            elif d.get("kind") == "harvest-refused" and len(self.refused) < 20:
+                self.refused.append({"pid": d.get("pid"), "why": str(d.get("why"))[:300]})
+
+    server_seen = 0
+    harvest_progress = 0.0          # when the last question's frame came (the harvest's stall limit runs from it)
+    results_size = 0
+
+    def results_grew(self, size, elapsed):
+        if size != self.results_size:
+            self.results_size, self.harvest_progress = size, elapsed
 
 
 def _reason_text(killed_for, returncode, limits: Limits) -> tuple[str, str]:
@@ -267,7 +289,7 @@ def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: L
     result = ExecutionResult(isolation=sandbox.isolation_mode())
     notebook_path = Path(notebook_path)
     try:
-        sources, notes = notebook_code_cells(notebook_path)
+        sources, notes = notebook_code_cells(notebook_path, limits.max_notebook_mb)
     except NotebookError as exc:
         result.status = "invalid-notebook"
         result.cell_errors = [str(exc)]
@@ -343,15 +365,15 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
     try:
         _make_root_file(host / protocol.JOB_FILE, spec.to_json().encode())
         _make_root_file(host / protocol.INPUTS_FILE, inputs_bytes)
-        for name in (protocol.OUTPUT_FILE, protocol.EVENTS_FILE, protocol.RESULTS_FILE):
+        for name in (protocol.OUTPUT_FILE, protocol.EVENTS_FILE, protocol.RESULTS_FILE, protocol.SERVER_EVENTS_FILE):
             _make_root_file(host / name)
-        os.mkfifo(host / protocol.CONTROL_FIFO, 0o600)
         out_fd = os.open(host / protocol.OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         ev_fd = os.open(host / protocol.EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
-        ctl_fd = os.open(host / protocol.CONTROL_FIFO, os.O_RDWR | os.O_NONBLOCK)   # RDWR: never blocks
-        events = _EventReader(ev_fd)
+        srv_fd = os.open(host / protocol.SERVER_EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        events, server_events = _EventReader(ev_fd), _EventReader(srv_fd)
         nonce = secrets.token_bytes(protocol.NONCE_BYTES)
         cmd = z.command(job_id, inside, uid, limits)
+        cmd.nonce, cmd.grant_check_s = nonce.hex(), limits.harvest_grant_check
         job_uid = cmd.uid
         start = time.monotonic()
         killed_for, pid = None, None
@@ -360,10 +382,10 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             last_mem = last_disk = 0.0
             while True:
                 elapsed = time.monotonic() - start
+                tracker.server(server_events.poll(), elapsed)
+                if tracker.harvest_since is not None:
+                    tracker.results_grew(os.stat(host / protocol.RESULTS_FILE).st_size, elapsed)
                 reason = tracker(events.poll(), elapsed)
-                if tracker.cells_done and tracker.harvest_since is None:
-                    os.write(ctl_fd, nonce.hex().encode() + b"\n")
-                    tracker.harvest_started(elapsed)
                 if z.exit_code(job_id) is not None:
                     break
                 if reason is None:
@@ -381,7 +403,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                 if reason is not None:
                     killed_for = reason
                     z.kill_job(job_id, job_uid)
-                    z.wait_exit(job_id, 10)
+                    z.wait_exit(job_id, limits.kill_wait)
                     break
                 time.sleep(0.05)
         except sandbox.ZygoteError:
@@ -389,20 +411,63 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         finally:
             if pid is not None:
                 z.kill_job(job_id, job_uid)      # strays: what the job left running
-                z.wait_exit(job_id, 10)
+                z.wait_exit(job_id, limits.kill_wait)
+            tracker.server(server_events.poll(), time.monotonic() - start)
             tracker(events.poll(), time.monotonic() - start)
             code = z.exit_code(job_id)
             output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
-            for fd in (out_fd, ev_fd, ctl_fd):
+            for fd in (out_fd, ev_fd, srv_fd):
                 os.close(fd)
             z.forget(job_id)
         results = None
         if tracker.harvest_since is not None:
-            frame = _read_regular(host / protocol.RESULTS_FILE, (MAX_OUTPUTS_MB << 20) + MAX_META_BYTES + 4096)
-            results = protocol.decode_results(frame or b"", nonce)
+            per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
+            data = _read_regular(host / protocol.RESULTS_FILE, 16 * per_question)
+            results = protocol.decode_frames(data or b"", nonce)
         return killed_for, code, output, results
     finally:
         shutil.rmtree(host, ignore_errors=True)
+
+
+# what Python says when RLIMIT_NPROC refuses a new thread or process (the question's process has it at 0)
+REFUSED_THREAD_TEXTS = ("can't start new thread", "Resource temporarily unavailable")
+
+
+def _merge_frames(result: ExecutionResult, results, limits: Limits):
+    """The questions' frames into ``result.outputs``/``meta``: each frame may only hold its own question's keys
+    (its code ran in a process of its own; a key of another question is a flag, and dropped)."""
+    frames, intact = results
+    seen = set()
+    for question, npz, js in frames:
+        if question in seen:
+            continue
+        seen.add(question)
+        outputs, meta, problems = _load_outputs(npz, js, limits.max_meta_kb << 10)
+        prefix = question + "."
+        foreign = sorted(k for k in list(outputs) + list(meta) if question and not k.startswith(prefix))
+        if foreign:
+            result.runtime_flags.append({"line": None, "code": "", "reason": (
+                f"while the grader harvested {question}, the notebook's code sent back values for other keys "
+                f"({', '.join(foreign[:3])}): code that tried to hand in results of its own")})
+        result.outputs.update({k: v for k, v in outputs.items() if k.startswith(prefix) or not question})
+        result.meta.update({k: v for k, v in meta.items() if k.startswith(prefix) or not question})
+        result.cell_errors.extend(problems)
+        refused = sorted(k for k, v in meta.items() if isinstance(v, dict) and isinstance(v.get("error"), str)
+                         and any(text in v["error"] for text in REFUSED_THREAD_TEXTS))
+        if refused:
+            result.runtime_flags.append({"line": None, "code": "", "reason": (
+                f"the notebook's code tried to start a thread or a process while the grader called it ({refused[0]}; "
+                "refused: a graded call runs alone, so that what the grader traces is all that runs)")})
+        blocked = meta.get(prefix + "refused") if question else meta.get("refused")
+        if isinstance(blocked, list) and blocked:
+            result.runtime_flags.append({"line": None, "code": "", "reason": (
+                f"while the grader called its functions for {question or 'grading'}, the notebook's code reached for "
+                f"{', '.join(str(b)[:80] for b in blocked[:5])} (refused; the call that did it failed)")})
+        error = meta.get(prefix + "harvest_error")
+        if isinstance(error, dict) and isinstance(error.get("error"), str):
+            result.cell_errors.append(f"grading {question}: {error['error'][:300]}")
+    if not intact:
+        result.cell_errors.append("grading the functions: the last question's values were cut off")
 
 
 def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, result: ExecutionResult):
@@ -430,7 +495,9 @@ def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, resu
         spec = JobSpec(cells=sources, harvest=harvest_code, cell_timeout=limits.cell_timeout,
                        cells_deadline=remaining, harvest_call_timeout=limits.harvest_call_timeout,
                        output_limit_bytes=limits.max_output_total_mb << 20, memory_mb=limits.memory_mb,
-                       skip=dict(skip))
+                       skip=dict(skip), harvest_question_timeout=limits.harvest_timeout,
+                       harvest_grant_timeout=limits.harvest_grant_timeout,
+                       max_results_bytes=(limits.max_results_mb << 20) + (limits.max_meta_kb << 10))
         tracker = _Tracker(limits, spec)
         t0 = time.monotonic()
         killed_for, code, output, results = _run_job(z, uid, spec, inputs_bytes, limits, tracker)
@@ -441,15 +508,20 @@ def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, resu
                 finished[i] = value
         result.cell_seconds.update({k: v for k, v in tracker.seconds.items() if isinstance(v, (int, float))})
         result.events.extend(tracker.raw)
+        for refused in tracker.refused:
+            result.runtime_flags.append({"line": None, "code": "", "reason": (
+                "a process of the notebook asked for the grader's results channel and was refused ("
+                f"{refused['why']}): code that tried to hand in results of its own")})
         if results is not None:
             h_status, h_error = tracker.harvest_end or ("ok", "")
             if h_status != "ok":
                 last = h_error.strip().splitlines()[-1] if h_error.strip() else "failed"
                 result.cell_errors.append(f"grading code: {last}")
             result.harvested = True
-            outputs, meta, problems = _load_outputs(*results)
-            result.outputs, result.meta = outputs, meta
-            result.cell_errors.extend(problems)
+            _merge_frames(result, results, limits)
+            if killed_for == "timeout" and tracker.current == "harvest":
+                result.cell_errors.append(f"grading the functions: stopped after {limits.harvest_stall_timeout:g} s "
+                                          "without a question's values; the questions not harvested by then get 0")
             break
         if killed_for == "server":
             # the grader's failure, not the student's: no grade (a batch tries it again on its next run)

@@ -350,7 +350,12 @@ Q5 = {"name": "q5", "title": "The backward pass",
 BACKWARD_CASES = [(4, 5, 3, 2, "relu", "float64"), (1, 3, 4, 5, "sigmoid", "float64"),
                   (16, 20, 8, 10, "tanh", "float64"), (8, 784, 32, 10, "relu", "float32"),
                   (6, 7, 5, 4, "sigmoid", "float32")]
-BACKWARD_TOLERANCES = {"float64": {"rtol": 1e-6, "atol": 1e-8}, "float32": {"rtol": 1e-3, "atol": 1e-5}}
+# float64: an analytic gradient agrees with autograd's to rounding; a finite difference (error about 1e-9)
+# cannot, so backward must really be the chain rule
+BACKWARD_TOLERANCES = {"float64": {"rtol": 1e-10, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-5}}
+# A finite-difference gradient evaluates the loss twice per parameter (each a handful of operators); the chain
+# rule needs a few dozen operators whatever the sizes. More than this many per parameter is a finite difference.
+FINITE_DIFFERENCE_OPERATORS_PER_PARAMETER = 8
 GRADIENT_NAMES = ("dW1", "db1", "dW2", "db2")
 # numerical_gradient: the functions the harvest differentiates (defined again there), their inputs' shapes
 NUMERICAL_CASES = {"sinx": (7,), "logsumexp": (3, 4), "quartic": (1,)}
@@ -397,6 +402,7 @@ def harvest_q5(rec, inputs):
             if ok:
                 rec.record(f"q5.{case}.grads", out)
             rec.note(f"q5.{case}.torch_calls", sorted(trace.names))
+            rec.note(f"q5.{case}.operators", trace.counts["operators"])
         functions = {"sinx": lambda x: (torch.sin(x) * x).sum().item(),
                      "logsumexp": lambda x: torch.logsumexp(x.reshape(-1), 0).item(),
                      "quartic": lambda x: (x ** 4).sum().item()}
@@ -439,7 +445,19 @@ def backward_problems(i, inputs, outputs, meta, which):
             scoring.tensor_problem(f"{GRADIENT_NAMES[j]} of {what}", f"{key}.{j}", outputs, meta, expected[j],
                                    dtype=dtype, **BACKWARD_TOLERANCES[dtype]) for j in which)
     used = banned_calls.autograd_used(as_names(meta.get(f"q5.case{i}.torch_calls")))
-    return [problem, banned_calls.uses_autograd("backward", used) if used else None]
+    return [problem, banned_calls.uses_autograd("backward", used) if used else None,
+            finite_difference_problem(i, what, meta)]
+
+
+def finite_difference_problem(i, what, meta):
+    """The problem if backward case ``i`` ran as many operators as a finite-difference gradient needs."""
+    n, d, h, q, _, _ = BACKWARD_CASES[i]
+    parameters = d * h + h + h * q + q
+    operators = meta.get(f"q5.case{i}.operators")
+    if type(operators) is int and operators >= FINITE_DIFFERENCE_OPERATORS_PER_PARAMETER * parameters:
+        return (f"{what} ran {operators} torch operators for {parameters} parameters: that is a finite-difference "
+                "gradient (two evaluations of the loss per parameter), not the chain rule the question asks for")
+    return None
 
 
 def numerical_expected(name, x):
@@ -480,7 +498,9 @@ def score_q5(inputs, outputs, meta):
     for test, problems in (("output_layer", output_layer), ("hidden_layer", hidden_layer),
                            ("numerical_gradient", numerical), ("relative_error", relerr)):
         problem = scoring.first_problem(problems)
-        verdicts[test] = (problem is None, problem)
+        finite = test in ("output_layer", "hidden_layer") and problem is not None and any(
+            finite_difference_problem(i, "backward", meta) for i in range(len(BACKWARD_CASES)))
+        verdicts[test] = (problem is None, problem) + (("backward is a finite-difference gradient",) if finite else ())
     return verdicts
 
 
@@ -492,8 +512,14 @@ BUDGET_EPOCHS, BUDGET_BATCH_SIZE, DEFAULT_LR = 2, 256, 0.1
 TRAINED_SHAPES = {"W1": (784, 256), "b1": (256,), "W2": (256, 10), "b2": (10,)}
 
 
+# the control run: this many training images with shuffled labels (16 minibatches an epoch: about 7% of the
+# retraining's time); what train_mlp trains on them must stay below CONTROL_MAX_ACCURACY on the test set
+CONTROL_IMAGES, CONTROL_MAX_ACCURACY = 4096, 0.4
+
+
 def inputs_q6(rng):
-    return {"q6.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
+    return {"q6.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64),
+            "q6.control_images": np.array(CONTROL_IMAGES, dtype=np.int64)}
 
 
 def harvest_q6(rec, inputs):
@@ -521,41 +547,52 @@ def harvest_q6(rec, inputs):
         def forward(self, X):
             return torch.relu(X.reshape(-1, self.num_inputs) @ self.W1 + self.b1) @ self.W2 + self.b2
 
-    class BudgetData:
-        """Fashion-MNIST's training minibatches, at most ``epochs`` passes' worth in all; no held-out data."""
+    def budget_data(images, labels, generator):
+        """``data`` for train_mlp: ``train_dataloader()`` yields exactly ``epochs`` shuffled passes over
+        (images, labels) in minibatches of ``batch_size``, cut up front into plain uint8 tensors and handed out
+        once each. It holds nothing beyond the budget and no path back to the data set; no held-out data."""
+        epochs_left = []
+        for _ in range(epochs):
+            order = torch.randperm(len(labels), generator=generator)
+            epochs_left.append([(images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
+                                for i in range(0, len(labels), batch_size)])
+        per_epoch = len(epochs_left[0])
 
-        def __init__(self):
-            self.data = coursekit.FashionMNIST(batch_size=batch_size)
-            self.batch_size = batch_size
-            self.batches_left = epochs * math.ceil(len(self.data.train) / batch_size)
+        class Loader:
+            def __len__(self):
+                return per_epoch
 
-        def train_dataloader(self):
-            budget = self
+            def __iter__(self):
+                if not epochs_left:
+                    raise RuntimeError(f"the training budget is {epochs} epochs of minibatches of {batch_size}: "
+                                       f"train_mlp asked for more (num_epochs={epochs})")
+                batches = epochs_left.pop(0)
+                while batches:
+                    X, y = batches.pop(0)
+                    yield X.unsqueeze(1).float().div_(255), y
 
-            class Loader:
-                def __len__(self):
-                    return len(budget.data.train_dataloader())
+        class BudgetData:
+            def train_dataloader(self):
+                return Loader()
 
-                def __iter__(self):
-                    for batch in budget.data.train_dataloader():
-                        if budget.batches_left <= 0:
-                            raise RuntimeError(f"the training budget is {epochs} epochs of minibatches of "
-                                               f"{batch_size}: train_mlp asked for more (num_epochs={epochs})")
-                        budget.batches_left -= 1
-                        yield batch
-            return Loader()
+            def val_dataloader(self):
+                raise RuntimeError("the grader's data has no validation or test set: train_mlp trains on "
+                                   "data.train_dataloader() only")
 
-        def val_dataloader(self):
-            raise RuntimeError("the grader's data has no validation or test set: train_mlp trains on "
-                               "data.train_dataloader() only")
+        BudgetData.batch_size = batch_size
+        return BudgetData()
 
     train = ns.get("train_mlp")
     if not callable(train):
         rec.meta["q6.train"] = {"error": "NameError: 'train_mlp' is not defined in the notebook"}
         return
-    torch.manual_seed(int(inputs["q6.seed"]))
+    arrays = coursekit.load_fashion_mnist(download=False)
+    images, labels = arrays.train_images, arrays.train_labels
+    del arrays
+    seed = int(inputs["q6.seed"])
+    torch.manual_seed(seed)
     model = ReferenceMLP(784, 10, 256, lr=lr)
-    data = BudgetData()
+    data = budget_data(images, labels, torch.Generator().manual_seed(seed))
     reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
     with _CkSwap(ns, reference):
         ok, returned = rec.run("q6.train", train, model, data, num_epochs=epochs, lr=lr)
@@ -568,6 +605,20 @@ def harvest_q6(rec, inputs):
                           "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values[:8]] if values else [],
                           "values": [v if type(v) in (int, float) and math.isfinite(v) else None
                                      for v in values[:8]] if values else []})
+    # The control: the same call on a few training images whose labels are shuffled. A train_mlp that learns
+    # from the data it is given reaches chance there; one that returns weights made elsewhere does not.
+    generator = torch.Generator().manual_seed(seed + 1)
+    few = torch.randperm(len(labels), generator=generator)[:int(inputs["q6.control_images"])]
+    shuffled = labels[few][torch.randperm(len(few), generator=generator)]
+    torch.manual_seed(seed + 1)
+    control = ReferenceMLP(784, 10, 256, lr=lr)
+    with _CkSwap(ns, reference):
+        ok, _ = rec.run("q6.control", train, control, budget_data(images[few], shuffled, generator),
+                        num_epochs=epochs, lr=lr)
+    if ok:
+        rec.note("q6.control", {"ok": True, "images": len(few)})
+        for name in ("W1", "b1", "W2", "b2"):
+            rec.call(f"q6.control.{name}", getattr, control, name)
     for name in ("W1", "b1", "W2", "b2"):
         rec.call(f"q6.{name}", getattr, model, name)
 
@@ -601,9 +652,38 @@ def score_q6(inputs, outputs, meta):
                           f"{', '.join(info.get('item_types') or [])}")
     elif any(v is None for v in info.get("values", [None])):
         losses_problem = "train_mlp returned a loss that is nan or inf: training diverged (learning rate too high?)"
-    weights, problem = {}, None
+    weights, problem = read_weights("q6", origin, outputs, meta)
+    flag = None
+    if problem is None:
+        accuracy = test_accuracy(weights)
+        verdict = (accuracy >= GOAL_ACCURACY, f"test accuracy {accuracy:.3f} of {origin} (2 epochs, minibatches of "
+                                              f"256, lr={meta.get('q6.lr')}); at least {GOAL_ACCURACY:.2f} is needed")
+        control_origin = "the reference MLP your train_mlp trained on the control data (shuffled labels)"
+        control, control_problem = read_weights("q6.control", control_origin, outputs, meta)
+        if control_problem is None:
+            control_problem = scoring.call_problem("train_mlp on the control data", "q6.control", meta)
+        if control_problem is not None:
+            verdict = (False, f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled labels "
+                              f"(a check that it learns from the data it is given), and failed there: {control_problem}")
+        else:
+            chance = test_accuracy(control)
+            if chance >= CONTROL_MAX_ACCURACY:
+                flag = (f"train_mlp reached test accuracy {chance:.2f} on {CONTROL_IMAGES} images with shuffled "
+                        "labels: what it returns does not come from the data it is given")
+                verdict = (False, f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled "
+                                  f"labels and reached test accuracy {chance:.3f} (learning from them gives about "
+                                  f"0.10; at most {CONTROL_MAX_ACCURACY} is accepted): the model it returns does not "
+                                  "come from the data it is given (weights made earlier, other data, or the test set)")
+    else:
+        verdict = (False, problem)
+    return {"losses": (losses_problem is None, losses_problem), "accuracy": verdict + ((flag,) if flag else ())}
+
+
+def read_weights(prefix, origin, outputs, meta):
+    """``({name: tensor}, None)`` for the trained W1, b1, W2, b2 under ``prefix``, or ``({}, problem)``."""
+    weights = {}
     for name, shape in TRAINED_SHAPES.items():
-        key = f"q6.{name}"
+        key = f"{prefix}.{name}"
         problem = scoring.call_problem(f"{name} of {origin}", key, meta)
         if problem is None:
             value = outputs.get(key)
@@ -614,14 +694,13 @@ def score_q6(inputs, outputs, meta):
             else:
                 weights[name] = torch.from_numpy(value)
         if problem is not None:
-            break
-    if problem is None:
-        X, y = fashion_mnist_test_set()
-        with torch.no_grad():
-            logits = torch.clamp(X @ weights["W1"] + weights["b1"], min=0) @ weights["W2"] + weights["b2"]
-            accuracy = (logits.argmax(dim=1) == y).double().mean().item()
-        verdict = (accuracy >= GOAL_ACCURACY, f"test accuracy {accuracy:.3f} of {origin} (2 epochs, minibatches of "
-                                              f"256, lr={meta.get('q6.lr')}); at least {GOAL_ACCURACY:.2f} is needed")
-    else:
-        verdict = (False, problem)
-    return {"losses": (losses_problem is None, losses_problem), "accuracy": verdict}
+            return {}, problem
+    return weights, None
+
+
+def test_accuracy(weights):
+    """The test accuracy of the 784-256-10 ReLU MLP with these weights, computed here in the grader."""
+    X, y = fashion_mnist_test_set()
+    with torch.no_grad():
+        logits = torch.clamp(X @ weights["W1"] + weights["b1"], min=0) @ weights["W2"] + weights["b2"]
+        return (logits.argmax(dim=1) == y).double().mean().item()
