@@ -9,7 +9,6 @@ test-artifacts/class-report.png (docs/class-report.png is a copy of one).
 import csv
 import json
 from html.parser import HTMLParser
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -214,4 +213,3 @@ def test_report_in_chromium_offline(real_class, playwright):
     finally:
         browser.close()
     assert (ARTIFACTS / "class-report.png").stat().st_size > 20_000
-    shutil.copy(ARTIFACTS / "class-report.png", ARTIFACTS / "class-report-latest.png")
