@@ -188,7 +188,9 @@ def tiny(tmp_path_factory):
 
 @slow
 def test_no_process_of_a_submission_outlives_it_and_the_next_one_on_its_uid_gets_full_points(tiny):
-    assert tiny["lingerer"].status == "ok" and _tiny_points(tiny["lingerer"]) == {"add": 2, "mul": 3}
+    # add() forks during the harvest: refused there (a graded call may start no process), so add gets 0
+    assert tiny["lingerer"].status == "ok" and _tiny_points(tiny["lingerer"]) == {"add": 0, "mul": 3}
+    assert "a process" in tiny["lingerer"].meta.get("refused", []), tiny["lingerer"].meta
     assert tiny["left_after_lingerer"] == {}, "processes of a graded submission were left running"
     after = tiny["after_lingerer"]
     assert after.meta["uid"] == tiny["lingerer"].meta["uid"]        # its uid slot was used again
