@@ -146,4 +146,4 @@ def test_05_loop_visible_d2l_argument_order_validation_and_one_test_evaluation()
         assert step in code, step
     assert "val_size=10000" in code and code.count("test_dataloader()") == 1
     assert "optim.Adam" not in code and "nn.init" not in code
-    assert code.count("SEEDS = (0, 1, 2)") == 1 and "differs(" in code
+    assert code.count("SEEDS = (0, 1, 2)") == 1 and "paired_comparison(" in code  # compared seed by seed
