@@ -116,6 +116,9 @@ def test_summary_is_written(graded):
     text = (out / "summary.txt").read_text()
     assert text.startswith("6 submissions: 6 graded now, 0 already graded")
     assert "submissions per minute" in text and summary.per_minute > 0
+    from coursekit.grading.sandbox import describe_isolation, isolation_mode
+    assert text.splitlines()[1] == f"isolation: {describe_isolation()}"      # the mode the jobs ran in, named
+    assert text.splitlines()[1].startswith(f"isolation: {isolation_mode()}: ")
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ class BatchSummary:
     similar: list = field(default_factory=list)        # the most similar pairs (similarity.Pair)
     late: dict = field(default_factory=dict)           # student -> (late by, penalty points)
     exports: list = field(default_factory=list)        # lines on the LMS exports (missing, not on the roster)
+    isolation: str = ""                                # the sandbox mode the jobs ran in, in words
 
     @property
     def per_minute(self) -> float:
@@ -83,6 +84,8 @@ class BatchSummary:
     def text(self) -> str:
         lines = [f"{self.total} submissions: {self.graded} graded now, {self.skipped} already graded"
                  + (f", {self.failed} failed in the grader (run again to retry)" if self.failed else "")]
+        if self.isolation:
+            lines.append(f"isolation: {self.isolation}")
         if self.graded:
             lines.append(f"time: {self.seconds:.1f} s ({self.per_minute:.1f} submissions per minute)")
         if self.scores:
@@ -336,7 +339,7 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     key = spec_key(spec)
     question_names = [name for name, _ in spec.questions]
     summary = BatchSummary(total=len(subs), max_total=float(sum(p for _, p in spec.questions)), out_dir=out,
-                           left_out=left_out)
+                           left_out=left_out, isolation=_isolation_in_words())
 
     records: dict[str, dict] = {}
     todo = []
@@ -421,6 +424,15 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     summary.seconds = time.monotonic() - started
     write_output(out / "summary.txt", summary.text() + "\n")
     return summary
+
+
+def _isolation_in_words() -> str:
+    """The sandbox mode for the summary; grading itself refuses (in the runner) where there is none."""
+    from coursekit.grading import sandbox     # lazily: importing batch must not probe the machine
+    try:
+        return sandbox.describe_isolation()
+    except ValueError as exc:                 # a COURSEKIT_SANDBOX that cannot work here
+        return f"unavailable ({exc})"
 
 
 def _write_report(out: Path, results, spec, summary: BatchSummary, pairs, records: dict, log) -> None:
