@@ -682,6 +682,11 @@ def _job_process(cmd: ServerCommand, isolate: bool, job_fd: int):
             os.setgroups([])
             os.setgid(cmd.uid)
             os.setuid(cmd.uid)      # drops every capability: from here on the process is an ordinary user
+            if not isolate:
+                # Without CAP_SYS_PTRACE (a container's root) the server reads this process's
+                # /proc/<pid>/task/<pid>/syscall (is the main thread waiting for its harvest?) only as a
+                # same-uid parent of a dumpable process. The harvest itself makes itself undumpable again.
+                _libc().prctl(4, 1, 0, 0, 0)    # PR_SET_DUMPABLE 1
         _no_new_privileges(drop_capabilities=cmd.uid is None and isolate)
         from coursekit.grading import seccomp_filter
         program = seccomp_filter.job_filter(block_network=not isolate)     # no network namespace: no network
@@ -813,11 +818,7 @@ class _HarvestChannel:
         if self.cmd.uid is not None and status.get("Uid", "").split()[:1] != [str(self.cmd.uid)]:
             return "the asker runs under another uid"
         inner = (status.get("NSpid") or str(pid)).split()[-1]
-        try:
-            with open(f"/proc/{self.job_pid}/task/{self.job_pid}/syscall") as fh:
-                call = fh.read().split()
-        except OSError:
-            call = []
+        call = _main_thread_syscall(self.job_pid, self.cmd.uid)
         if WAIT4 is None:
             return ""
         if len(call) < 2 or call[0] != str(WAIT4) or int(call[1], 16) != int(inner):
@@ -869,6 +870,31 @@ class _HarvestChannel:
             os.kill(self.job_pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def _main_thread_syscall(job_pid: int, uid) -> list:
+    """The fields of /proc/<job>/task/<job>/syscall ([] where unreadable). That file needs ptrace access: root
+    has it through CAP_SYS_PTRACE, a container's root (Docker's default capabilities) has not, and then reads it
+    as the job's own uid (setfsuid/setfsgid, this thread only, restored at once) from the job's parent."""
+    path = f"/proc/{job_pid}/task/{job_pid}/syscall"
+    try:
+        with open(path) as fh:
+            return fh.read().split()
+    except PermissionError:
+        if uid is None:
+            return []
+    except OSError:
+        return []
+    libc = _libc()
+    old_gid, old_uid = libc.setfsgid(uid), libc.setfsuid(uid)
+    try:
+        with open(path) as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+    finally:
+        libc.setfsuid(old_uid)
+        libc.setfsgid(old_gid)
 
 
 def _kill_uid_except(uid: int, keep) -> list:
