@@ -386,7 +386,15 @@ def test_non_local_logins_get_a_unix_account_for_systemdspawner(tmp_path):
     login (SystemdSpawner runs the server as it); names of system accounts are refused. The account command is
     replaced by a recorder here (this test must not add users to the machine)."""
     import asyncio
+    import inspect
+    from concurrent.futures import ThreadPoolExecutor
     from jupyterhub.auth import DummyAuthenticator, LocalAuthenticator
+
+    def run(coroutine):
+        """asyncio.run in a thread of its own: the session's Playwright (an earlier browser test) keeps an event
+        loop running in this one, where asyncio.run refuses to start."""
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
     c = load_deploy_config(tmp_path, COURSE_AUTHENTICATOR="dummy")
     cls = c.JupyterHub.authenticator_class
     assert issubclass(cls, LocalAuthenticator) and issubclass(cls, DummyAuthenticator)
@@ -401,11 +409,10 @@ def test_non_local_logins_get_a_unix_account_for_systemdspawner(tmp_path):
 
     class User:
         name = "new-student-h5"
-    asyncio.run(authenticator.add_user(User()))
+    run(authenticator.add_user(User()))
     assert record.read_text().split() == ["--disabled-password", "new-student-h5"]
-    import inspect
     blocked = authenticator.check_blocked_users("root", None)
-    assert (asyncio.run(blocked) if inspect.isawaitable(blocked) else blocked) is False
+    assert (run(blocked) if inspect.isawaitable(blocked) else blocked) is False
     # PAM (the default) makes no accounts: they are the server's own.
     assert load_deploy_config(tmp_path).LocalAuthenticator.get("create_system_users") is None
     with pytest.raises(ValueError, match="no installed authenticator"):
