@@ -4,6 +4,7 @@ pip runs. (The full install through start.py is tested on Python 3.13 in tests/t
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import shutil
 import subprocess
@@ -15,6 +16,11 @@ import pytest
 from conftest import REPO
 
 EDITION = REPO / "edition"
+
+
+# A student runs make at the top level: under the instructor's `make test` the inherited MAKELEVEL/MAKEFLAGS would
+# make the edition's make a sub-make ("make[1]: ..." lines, directory messages).
+STUDENT_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
 
 
 def load_start():
@@ -86,7 +92,8 @@ def fake_python(folder: Path, version=(3, 10, 12, "final", 0), system="Linux", m
 ])
 def test_make_and_start_py_stop_with_that_line_before_pip(student, tmp_path, version, system, machine, says):
     python = fake_python(tmp_path, version, system, machine)
-    made = subprocess.run(["make", "setup", f"PYTHON={python}"], cwd=student, capture_output=True, text=True)
+    made = subprocess.run(["make", "setup", f"PYTHON={python}"], cwd=student, capture_output=True, text=True,
+                          env=STUDENT_ENV)
     assert made.returncode != 0
     lines = [line for line in made.stderr.splitlines() if not line.startswith("make:")]
     assert len(lines) == 1 and lines[0].startswith("start.py: " + says), made.stderr
@@ -100,7 +107,7 @@ def test_make_and_start_py_stop_with_that_line_before_pip(student, tmp_path, ver
 
 def _make_pip_lines(student: Path, *args: str) -> list[list[str]]:
     dry = subprocess.run(["make", "-n", "setup", "PYTHON=python3", *args], cwd=student, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, env=STUDENT_ENV)
     return [shlex.split(line) for line in dry.stdout.splitlines() if " -m pip install" in line]
 
 
@@ -122,7 +129,7 @@ def test_start_py_runs_the_makefiles_pip_steps(student, torch):
 
 def test_start_py_and_make_share_the_stamp(student):
     dry = subprocess.run(["make", "-n", "setup", "PYTHON=python3"], cwd=student, capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env=STUDENT_ENV).stdout
     assert f"touch .venv/{start.stamp(student)}" in dry
 
 

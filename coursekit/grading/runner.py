@@ -382,10 +382,16 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             last_mem = last_disk = 0.0
             while True:
                 elapsed = time.monotonic() - start
-                tracker.server(server_events.poll(), elapsed)
+                # The server's log is read first and applied last: a grant in it came after every event the
+                # cells wrote (the main thread writes them before it forks the harvest), so those are in the
+                # job's events read just after it, and count as the cells' own, not the harvest's.
+                server_lines = server_events.poll()
+                job_lines = events.poll()
+                tracker(job_lines, elapsed)
+                tracker.server(server_lines, elapsed)
                 if tracker.harvest_since is not None:
                     tracker.results_grew(os.stat(host / protocol.RESULTS_FILE).st_size, elapsed)
-                reason = tracker(events.poll(), elapsed)
+                reason = tracker(job_lines, elapsed)
                 if z.exit_code(job_id) is not None:
                     break
                 if reason is None:
@@ -412,8 +418,9 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             if pid is not None:
                 z.kill_job(job_id, job_uid)      # strays: what the job left running
                 z.wait_exit(job_id, limits.kill_wait)
-            tracker.server(server_events.poll(), time.monotonic() - start)
+            server_lines = server_events.poll()
             tracker(events.poll(), time.monotonic() - start)
+            tracker.server(server_lines, time.monotonic() - start)
             code = z.exit_code(job_id)
             output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
             for fd in (out_fd, ev_fd, srv_fd):
