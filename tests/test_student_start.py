@@ -147,3 +147,15 @@ def test_makefile_prefers_the_newest_supported_python(student, tmp_path):
     dry = subprocess.run(["make", "-n", "setup"], cwd=student, capture_output=True, text=True, check=True,
                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
     assert dry.splitlines()[0].startswith(f"{tmp_path}/python3.13 start.py preflight"), dry
+
+
+def test_makefile_skips_a_python_name_that_does_not_run(student, tmp_path):
+    """A version manager's shim (pyenv's python3.13 with no 3.13 installed) is on PATH but fails: the next
+    Python that runs is taken."""
+    (tmp_path / "python3.13").write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2\nexit 127\n")
+    (tmp_path / "python3.12").write_text("#!/bin/sh\n")
+    for name in ("python3.13", "python3.12"):
+        (tmp_path / name).chmod(0o755)
+    dry = subprocess.run(["make", "-n", "setup"], cwd=student, capture_output=True, text=True, check=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    assert dry.splitlines()[0].startswith(f"{tmp_path}/python3.12 start.py preflight"), dry
