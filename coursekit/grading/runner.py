@@ -186,10 +186,14 @@ class _Tracker:
                 self.ready = True
             elif ev.kind == protocol.START and ev.cell is not None and self.harvest_since is None:
                 self.current, self.since = ev.cell, elapsed
-            elif ev.kind == protocol.END and ev.cell is not None and self.harvest_since is None:
+            elif ev.kind == protocol.END and ev.cell is not None and (
+                    self.harvest_since is None or (ev.cell in self.expected and ev.cell not in self.ended)):
+                # A cell's end read in the same poll as the server's grant (read first) still counts: the
+                # main thread wrote it before it forked the harvest.
                 self.ended[ev.cell] = (ev.status, (ev.error or "")[:MAX_ERROR_CHARS] or None)
                 self.seconds[ev.cell] = ev.seconds
-                self.current = None
+                if self.harvest_since is None:
+                    self.current = None
             elif ev.kind == protocol.SKIP and ev.cell is not None and ev.error and "time ran out" in ev.error:
                 self.ended.setdefault(ev.cell, ("skipped", ev.error))
             elif ev.kind == protocol.HARVEST_END and self.harvest_since is not None:
@@ -382,16 +386,10 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             last_mem = last_disk = 0.0
             while True:
                 elapsed = time.monotonic() - start
-                # The server's log is read first and applied last: a grant in it came after every event the
-                # cells wrote (the main thread writes them before it forks the harvest), so those are in the
-                # job's events read just after it, and count as the cells' own, not the harvest's.
-                server_lines = server_events.poll()
-                job_lines = events.poll()
-                tracker(job_lines, elapsed)
-                tracker.server(server_lines, elapsed)
+                tracker.server(server_events.poll(), elapsed)
                 if tracker.harvest_since is not None:
                     tracker.results_grew(os.stat(host / protocol.RESULTS_FILE).st_size, elapsed)
-                reason = tracker(job_lines, elapsed)
+                reason = tracker(events.poll(), elapsed)
                 if z.exit_code(job_id) is not None:
                     break
                 if reason is None:
@@ -418,9 +416,8 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             if pid is not None:
                 z.kill_job(job_id, job_uid)      # strays: what the job left running
                 z.wait_exit(job_id, limits.kill_wait)
-            server_lines = server_events.poll()
+            tracker.server(server_events.poll(), time.monotonic() - start)
             tracker(events.poll(), time.monotonic() - start)
-            tracker.server(server_lines, time.monotonic() - start)
             code = z.exit_code(job_id)
             output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
             for fd in (out_fd, ev_fd, srv_fd):
