@@ -3,7 +3,7 @@
 Each mistake is the solution notebook (the student notebook with every answer filled in) broken in one way.
 For each, ``check("qN")`` is run in this process on the notebook's namespace and must say what the grader will
 do ("the grader will not count this: ...", or a targeted hint); then all of them are graded together by
-``grade_folder`` (one warm grading server) and each must get its exact points per question.
+``grade_folder`` (one warm server) and each must get its exact points per question.
 
 Speed: these notebooks set NUM_EPOCHS = 0, so their own training cell trains nothing. That is the lab's budget
 policy at work: the grader ignores the notebook's budget constants and trains the reference MLP with the

@@ -248,7 +248,7 @@ def test_grading_internals_and_instructor_folders_stay_out(edition):
     assert not tops & {"tests", "bench", "deploy", "instructor", "scripts", "edition"}, tops
     assert not any(rel.startswith(("lab/source", "lab/autograder")) for rel in files)
     # What the student side imports: the import closure, never the grader's engine or the instructor's CLI.
-    for module in ("sandbox", "runner", "child", "batch", "gradescope", "labspec", "assign", "harvest_driver",
+    for module in ("sandbox", "runner", "warm_server", "batch", "gradescope", "labspec", "assign", "harvest_driver",
                    "grade"):
         assert f"coursekit/grading/{module}.py" not in files, module
     assert "coursekit/cli.py" not in files and "coursekit/release.py" not in files

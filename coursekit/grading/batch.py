@@ -262,7 +262,7 @@ def _warn_if_readable(spec, out: Path, log) -> None:
     exposed = sandbox.check_unreadable(paths, sandbox.SANDBOX_UID_BASE)
     if sandbox.check_unreadable([Path(sys.base_prefix) / "lib"], sandbox.SANDBOX_UID_BASE) == []:
         log(f"WARNING: Python's standard library ({sys.base_prefix}) is not readable by the sandbox's uid: "
-            "a notebook that imports a module the grading server did not load will fail")
+            "a notebook that imports a module the warm server did not load will fail")
     if exposed:
         log("WARNING: no bubblewrap, so student code runs as an unprivileged uid only, and it can read: "
             + ", ".join(exposed) + ". Make them unreadable (chmod 700 on a folder above) or install bubblewrap.")

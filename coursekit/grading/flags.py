@@ -31,8 +31,8 @@ MACHINERY_MODULES = {
     "sys.monitoring": "the interpreter's monitoring hooks",
     "threading": None,      # legitimate (DataLoader); listed so that 'from threading import settrace' is seen
     "fcntl": "fcntl (file descriptors: the job's channels to the grader)",
-    "socket": "sockets (the job's channel to the grading server is one)",
-    "_socket": "sockets (the job's channel to the grading server is one)",
+    "socket": "sockets (the job's channel to the warm server is one)",
+    "_socket": "sockets (the job's channel to the warm server is one)",
     "mmap": "mmap (raw memory)",
     "_thread": "_thread (threads below threading)",
     "multiprocessing.reduction": "passing file descriptors between processes",

@@ -17,4 +17,4 @@ LAB_SOURCE = LAB / "source" / "mlp_lab_solution.ipynb"   # the instructor's sing
 STUDENT_NOTEBOOK = LAB / "mlp_lab.ipynb"                 # what students get (generated)
 HARVEST_DRIVER = GRADING / "harvest_driver.py"           # the harvest's generic part (source text)
 BANNED_CALLS = GRADING / "banned_calls.py"               # the rule for torch's activations (source text)
-CHILD_PROGRAM = GRADING / "child.py"                     # what the sandbox runs
+WARM_SERVER_PROGRAM = GRADING / "warm_server.py"         # what the sandbox runs

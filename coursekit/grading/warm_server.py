@@ -1,6 +1,6 @@
 """The program that runs *inside* the sandbox: a warm server that forks one process per submission.
 
-``python -I -B -u child.py --serve`` (started by ``coursekit.grading.sandbox.Zygote``) imports torch,
+``python -I -B -u warm_server.py --serve`` (started by ``coursekit.grading.sandbox.WarmServer``) imports torch,
 coursekit, d2l, matplotlib and IPython and loads Fashion-MNIST once, then reads one ``ServerCommand`` per line
 on stdin (see ``coursekit.grading.protocol``). For each job it forks; the fork
 
@@ -1024,4 +1024,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
     else:
-        sys.exit("usage: child.py --serve   (started by coursekit.grading.sandbox.Zygote)")
+        sys.exit("usage: warm_server.py --serve   (started by coursekit.grading.sandbox.WarmServer)")
