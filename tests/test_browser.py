@@ -39,7 +39,7 @@ RUN_ALL_TIMEOUT_MS = int(os.environ.get("COURSEKIT_BROWSER_RUN_ALL_TIMEOUT", "60
 WIDGET_TIMEOUT_MS = 60_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
-# A cell that calls the self-check (coursekit.grading.check.check), not one that mentions it in a comment.
+# A cell that calls the self-check (coursekit.selfcheck.check), not one that mentions it in a comment.
 SELF_CHECK_CALL = re.compile(r"""^\s*check\(\s*["'](q\d+)["']\s*\)\s*$""", re.M)
 # What check("qN") prints: one line per public test, then a summary line.
 CHECK_TEST_LINE = re.compile(r"^\s*(PASS|FAIL|TODO)\s{2}\S", re.M)
@@ -103,7 +103,7 @@ def _write_smoke_notebooks(folder: Path) -> None:
             "widgets.interactive(show, width=widgets.IntSlider(value=4, min=1, max=10),\n"
             "                    kind=widgets.Dropdown(options=['line', 'bar']))"),
         # A one-question lab built like lab/mlp_lab.ipynb (stub, public test, check) for the self-check path.
-        nbformat.v4.new_code_cell("from coursekit.grading.check import check, expect_close"),
+        nbformat.v4.new_code_cell("from coursekit.selfcheck import check, expect_close"),
         nbformat.v4.new_code_cell(SMOKE_STUB),
         nbformat.v4.new_code_cell(
             "def test_q1_double():\n    \"\"\"double(x) is 2 x\"\"\"\n    x = torch.arange(4.0)\n"

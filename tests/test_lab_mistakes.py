@@ -22,7 +22,7 @@ import pytest
 
 from coursekit.grading import assign
 from coursekit.grading.batch import grade_folder
-from coursekit.grading.check import run_public_tests
+from coursekit.selfcheck import run_public_tests
 from coursekit.grading.labspec import load_spec
 from grading_helpers import require_bwrap
 

@@ -38,8 +38,6 @@ MACHINERY_MODULES = {
     "multiprocessing.reduction": "passing file descriptors between processes",
     "traceback": "tracebacks and their frames (a way to reach the grader's objects)",
 }
-# what the lab notebook itself imports from the grading package (the student's self-check)
-STUDENT_GRADING_MODULE = "coursekit.grading.check"
 MACHINERY_NAMES = {
     "TorchFunctionMode": "a TorchFunctionMode (it changes what torch calls do)",
     "TorchDispatchMode": "a TorchDispatchMode (it changes what torch calls do)",
@@ -143,8 +141,8 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def _check_module(self, node, name):
-        if name.startswith("coursekit.grading") and name != "coursekit.grading" \
-                and not name.startswith(STUDENT_GRADING_MODULE):
+        # what students import (coursekit.selfcheck, coursekit.banned_calls) is outside the grading package
+        if name.startswith("coursekit.grading."):
             self.flag(node, f"imports {name} (the grader's own code)")
             return
         for mod, why in MACHINERY_MODULES.items():

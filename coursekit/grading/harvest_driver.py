@@ -152,12 +152,12 @@ class _CkRecorder:
 
 
 def _ck_banned_calls():
-    """:mod:`coursekit.grading.banned_calls` (the rule for "torch's activations are not allowed"), run afresh
+    """:mod:`coursekit.banned_calls` (the rule for "torch's activations are not allowed"), run afresh
     from the source text that labspec puts in ``_CK_BANNED_CALLS_SOURCE``: a module the notebook replaced or
     patched in ``sys.modules`` is never used."""
     import types
     module = types.ModuleType("_ck_banned_calls")
-    exec(compile(_CK_BANNED_CALLS_SOURCE, "coursekit/grading/banned_calls.py", "exec"), module.__dict__)
+    exec(compile(_CK_BANNED_CALLS_SOURCE, "coursekit/banned_calls.py", "exec"), module.__dict__)
     return module
 
 

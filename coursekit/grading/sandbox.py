@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 
 from coursekit.grading import protocol
-from coursekit.grading.paths import WARM_SERVER_PROGRAM
+from coursekit.paths import PACKAGE, WARM_SERVER_PROGRAM
 from coursekit.grading.protocol import Limits, ServerCommand, ServerReply
 
 __all__ = ["Limits", "WarmServer", "WarmServerError", "UidSlot", "isolation_mode", "describe_isolation", "MODES",
@@ -367,9 +367,7 @@ def _ancestors(path: Path):
 
 def readable_paths(extra=()) -> list[Path]:
     """What the sandbox must see read-only: Python, the venv, the coursekit package, the dataset."""
-    import coursekit
-    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent,
-             Path(coursekit.__file__).resolve().parent]
+    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent, PACKAGE]
     try:
         from coursekit.data import find_data_dir
         data_dir = find_data_dir()
