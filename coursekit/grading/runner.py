@@ -374,6 +374,9 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         out_fd = os.open(host / protocol.OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         ev_fd = os.open(host / protocol.EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         srv_fd = os.open(host / protocol.SERVER_EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        # read through this descriptor only: the server unlinks the file before the job exists (in mode userns
+        # the job is the file's owner and could otherwise open it by name)
+        res_fd = os.open(host / protocol.RESULTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         events, server_events = _EventReader(ev_fd), _EventReader(srv_fd)
         nonce = secrets.token_bytes(protocol.NONCE_BYTES)
         cmd = z.command(job_id, inside, uid, limits)
@@ -388,7 +391,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                 elapsed = time.monotonic() - start
                 tracker.server(server_events.poll(), elapsed)
                 if tracker.harvest_since is not None:
-                    tracker.results_grew(os.stat(host / protocol.RESULTS_FILE).st_size, elapsed)
+                    tracker.results_grew(os.fstat(res_fd).st_size, elapsed)
                 reason = tracker(events.poll(), elapsed)
                 if z.exit_code(job_id) is not None:
                     break
@@ -426,8 +429,10 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         results = None
         if tracker.harvest_since is not None:
             per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
-            data = _read_regular(host / protocol.RESULTS_FILE, 16 * per_question)
+            size = os.fstat(res_fd).st_size
+            data = os.pread(res_fd, size, 0) if size <= 16 * per_question else None
             results = protocol.decode_frames(data or b"", nonce)
+        os.close(res_fd)
         return killed_for, code, output, results
     finally:
         shutil.rmtree(host, ignore_errors=True)
