@@ -86,7 +86,8 @@ def test_notebook_03_keeps_the_lecture_code_verbatim():
 # Lectures 01, 02, 03 and 05 (second edition): exercises, predictions, instructor solutions and the fixed statements.
 
 LECTURES_E = ["notebooks/01_hidden_layers.ipynb", "notebooks/02_linearity_collapse.ipynb",
-              "notebooks/03_activation_functions.ipynb", "notebooks/05_training_mlp.ipynb"]
+              "notebooks/03_activation_functions.ipynb", "notebooks/05_training_mlp.ipynb",
+              "notebooks/05b_comparing_choices.ipynb"]
 
 
 def markdown(nb) -> str:
@@ -139,11 +140,13 @@ def test_03_leaves_vanishing_gradients_and_dead_units_to_06():
 
 
 def test_05_loop_visible_d2l_argument_order_validation_and_one_test_evaluation():
-    nb = load(LECTURES_E[3])
-    code = "\n".join(c.source for c in code_cells(nb))
+    # 05 trains and inspects on the validation split; 05b compares over seeds, then looks at the test set once
+    code, code_b = ("\n".join(c.source for c in code_cells(load(path))) for path in LECTURES_E[3:5])
     assert "def __init__(self, num_inputs, num_outputs, num_hiddens, lr, sigma=0.01):" in code
     for step in ("loss.backward()", "p -= model.lr * p.grad", "p.grad.zero_()", "torch.no_grad()"):
         assert step in code, step
-    assert "val_size=10000" in code and code.count("test_dataloader()") == 1
-    assert "optim.Adam" not in code and "nn.init" not in code
-    assert code.count("SEEDS = (0, 1, 2)") == 1 and "paired_comparison(" in code  # compared seed by seed
+    assert "val_size=10000" in code and "test_dataloader()" not in code
+    assert "val_size=10000, split_seed=0" in code and "val_size=10000, split_seed=0" in code_b   # the same split
+    assert code_b.count("test_dataloader()") == 1 and code_b.rstrip().endswith("assert test_acc >= 0.82")
+    assert "optim.Adam" not in code + code_b and "nn.init" not in code + code_b
+    assert code_b.count("SEEDS = (0, 1, 2)") == 1 and "paired_comparison(" in code_b  # compared seed by seed
