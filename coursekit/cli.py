@@ -16,23 +16,23 @@ from pathlib import Path
 
 
 def _limits_args(p: argparse.ArgumentParser):
-    from coursekit.grading.sandbox import Limits, default_memory_mb
-    d = Limits()
-    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds per cell (%(default)s)")
-    p.add_argument("--timeout", type=float, default=d.submission_timeout,
-                   help="seconds per submission, every cell together (%(default)s)")
-    p.add_argument("--memory-mb", type=int, default=default_memory_mb(),
-                   help="memory per submission, MiB (%(default)s: less than 3072 in a container with less memory)")
-    p.add_argument("--harvest-timeout", type=float, default=d.harvest_timeout,
-                   help="seconds for the grader's calls of one question's functions (%(default)s)")
+    """A flag for every field of ``Limits``, with the help declared there (protocol.Limits), and the seed."""
+    from coursekit.grading.protocol import Limits
+    from coursekit.grading.sandbox import default_memory_mb
+    defaults = {"memory_mb": default_memory_mb()}      # less in a container with less memory
+    for flag, name, kind, default, help_text in Limits.flags():
+        p.add_argument(flag, dest=name, type=kind, default=defaults.get(name, default),
+                       help=f"{help_text} (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden tests' inputs (%(default)s)")
 
 
 def _limits(args):
-    from coursekit.grading.sandbox import Limits
+    """The ``Limits`` the flags ask for: every field from its flag, nothing derived here."""
+    from dataclasses import fields
+
+    from coursekit.grading.protocol import Limits
     try:
-        return Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb,
-                      harvest_timeout=args.harvest_timeout)
+        return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     except ValueError as exc:
         raise SystemExit(f"coursekit: {exc}") from None
 

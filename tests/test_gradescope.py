@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import coursekit
-from coursekit.grading.gradescope import build_bundle, results_json, validate_results
+from coursekit.grading.gradescope import build_bundle, validate_results
+from coursekit.grading.results import StudentResult
 from grading_helpers import require_bwrap
 
 REPO = Path(coursekit.__file__).resolve().parent.parent
@@ -25,16 +26,21 @@ GRADE = {"student": "ada", "total": 7, "max_total": 10, "status": "timeout",
          "feedback": "..."}
 
 
+def results_json(grade: dict, visibility: str | None = None) -> dict:
+    """Gradescope's JSON as the grader renders it: by the one results object (results.StudentResult)."""
+    return StudentResult.from_record({"student": grade["student"], "grade": grade}).results_json(visibility)
+
+
 def test_results_json_follows_gradescope_format(monkeypatch):
     monkeypatch.delenv("COURSEKIT_GRADESCOPE_VISIBILITY", raising=False)
     res = results_json(GRADE)
     validate_results(res)
     assert res["score"] == 7.0
     assert res["tests"] == [
-        {"name": "q1 Activation functions", "score": 7.0, "max_score": 7.0, "output": "passed  relu (7/7)",
+        {"name": "q1 Activation functions: relu", "score": 7.0, "max_score": 7.0, "output": "passed  relu",
          "visibility": "after_published"},
-        {"name": "q2 Derivatives", "score": 0.0, "max_score": 3.0,
-         "output": "FAILED  relu_grad (0/3): wrong values", "visibility": "after_published"}]
+        {"name": "q2 Derivatives: relu_grad", "score": 0.0, "max_score": 3.0,
+         "output": "FAILED  relu_grad: wrong values", "visibility": "after_published"}]
     assert "status: timeout" in res["output"] and "cell 4: stopped" in res["output"]
     assert results_json(GRADE, visibility="visible")["tests"][0]["visibility"] == "visible"
     with pytest.raises(ValueError, match="visibility"):

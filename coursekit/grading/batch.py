@@ -30,7 +30,6 @@ cannot be written (read-only, full) stops it with ``outfiles.OutputError``.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -45,12 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coursekit.grading.gradescope import validate_results
-from coursekit.paths import REPO
 from coursekit.grading.outfiles import OutputError, csv_text, prepare_out_dir, spreadsheet_safe, write_output
-from coursekit.grading.results import GRADEBOOK_TAIL, StudentResult, self_check_hints
+from coursekit.grading.protocol import Limits
+from coursekit.grading.results import GRADEBOOK_TAIL, StudentResult, render_feedback, self_check_hints
 from coursekit.grading.term import describe_delta
 from coursekit.grading.submissions import (Submission, UnreadableSubmission, find_in_folder, find_submissions,
                                            lab_names, read_submission, strip_notebook, submission_sha256)
+from coursekit.paths import REPO
 
 __all__ = ["BatchSummary", "grade_folder", "grade_submission", "grade_gradescope_submission", "spec_key",
            "spreadsheet_safe", "OutputError"]
@@ -157,13 +157,8 @@ def _internal_paths(*paths) -> list[str]:
 
 
 def _with_feedback(data: dict) -> dict:
-    """The grade with its feedback rendered (once, by ``grade.feedback_text``) from its questions and notes."""
-    from coursekit.grading.grade import feedback_text
-    from coursekit.grading.labspec import QuestionResult
-    names = {f.name for f in dataclasses.fields(QuestionResult)}
-    questions = [QuestionResult(**{k: v for k, v in q.items() if k in names}) for q in data["questions"]]
-    data["feedback"] = feedback_text(data["student"], questions, data["status"], data.get("cell_errors") or [],
-                                     data.get("notes") or [])
+    """The grade with its feedback, rendered here once (``results.render_feedback``), from the scrubbed data."""
+    data["feedback"] = render_feedback(data)
     return data
 
 
@@ -268,6 +263,15 @@ def _warn_if_readable(spec, out: Path, log) -> None:
             + ", ".join(exposed) + ". Make them unreadable (chmod 700 on a folder above) or install bubblewrap.")
 
 
+def _torch_threads(n: int | None) -> int | None:
+    """Set this process's torch intra-op threads to ``n`` (None: leave them); returns the number before."""
+    import torch
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    return before
+
+
 def _load_record(path: Path) -> dict | None:
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
@@ -330,7 +334,8 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     shutil.rmtree(staging, ignore_errors=True)       # copies left by a run that was killed
     staging.mkdir(mode=0o700)
     _warn_if_readable(spec, out, log)
-    subs, left_out = find_submissions(submissions_dir, lab_names(spec), out_dir=out)
+    limits = limits or Limits()
+    subs, left_out = find_submissions(submissions_dir, lab_names(spec), out_dir=out, limits=limits)
     left_out = [line for line in left_out if line != f"{MANIFEST}: not a notebook"]   # the hand-in manifest
     for line in left_out:
         log(f"left out: {line}")
@@ -379,6 +384,9 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress or not todo)
     stopped: OutputError | None = None
+    # each worker scores with torch in this process while the jobs use every core: torch's own threads would only
+    # spin (one correct submission's scoring: 0.12 CPU s on one thread, 0.3-0.6 on two, load 20)
+    torch_threads = _torch_threads(max(1, (os.cpu_count() or 1) // workers))
     try:
         with ThreadPoolExecutor(workers) as pool:
             futures = {pool.submit(one, sub): sub for sub in todo}
@@ -403,6 +411,7 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
                 raise
     finally:
         bar.close()
+        _torch_threads(torch_threads)
     if stopped is not None:
         shutil.rmtree(staging, ignore_errors=True)
         raise stopped
@@ -452,7 +461,8 @@ def grade_gradescope_submission(submission_dir, autograder_dir, results_path, li
     once per student, through the bundle's ``run_autograder``)."""
     from coursekit.grading.labspec import load_spec
     spec = load_spec(autograder_dir)
-    sub = find_in_folder(submission_dir, lab_names(spec))
+    limits = limits or Limits()
+    sub = find_in_folder(submission_dir, lab_names(spec), limits=limits)
     with tempfile.TemporaryDirectory(prefix="coursekit-gradescope-") as staging:
         data, _ = grade_submission(sub, spec, limits, seed, Path(staging),
                                    _internal_paths(Path(submission_dir), Path(autograder_dir)))

@@ -1,6 +1,8 @@
-"""Gradescope: the ``results.json`` of a graded submission, and the autograder bundle that grades there.
+"""Gradescope: the autograder bundle that grades there, and what its ``results.json`` must be.
 
-Imports nothing of the grading pipeline: ``batch`` uses it, never the other way round.
+The results themselves are rendered by ``results.StudentResult.results_json`` (with the gradebook row and the
+feedback, from the same object). Imports nothing of the grading pipeline: ``batch`` uses it, never the other way
+round.
 
 Gradescope unpacks the bundle (a zip) into ``/autograder/source``, runs ``setup.sh`` once to build the
 image, then for each submission runs ``/autograder/run_autograder`` with the student's files in
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from coursekit.paths import AUTOGRADER, REPO
 
-__all__ = ["results_json", "validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER", "DEFAULT_VISIBILITY",
+__all__ = ["validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER", "DEFAULT_VISIBILITY",
            "visibility_setting"]
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
@@ -83,33 +85,6 @@ export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PY" -m coursekit.cli gradescope-run --submission "$ROOT/submission" \\
     --autograder-dir "$ROOT/source/autograder" --results "$ROOT/results/results.json"
 """
-
-
-def _question_output(q: dict) -> str:
-    lines = [f"passed  {line}" for line in q.get("passed", [])]
-    lines += [f"FAILED  {line}" for line in q.get("failed", [])]
-    return "\n".join(lines)
-
-
-def results_json(grade, visibility: str | None = None) -> dict:
-    """Gradescope's results for one graded submission (a ``SubmissionGrade`` or its ``as_dict()``); the tests'
-    visibility is ``visibility_setting()`` unless given."""
-    visibility = visibility or visibility_setting()
-    if visibility not in VISIBILITIES:
-        raise ValueError(f"visibility must be one of {VISIBILITIES}, got {visibility!r}")
-    g = grade if isinstance(grade, dict) else grade.as_dict()
-    tests = []
-    for q in g["questions"]:
-        name = f"{q['name']} {q.get('title') or ''}".strip()
-        tests.append({"name": name, "score": float(q["points"]), "max_score": float(q["max_points"]),
-                      "output": _question_output(q), "visibility": visibility})
-    head = [f"status: {g['status']}"]
-    for err in (g.get("cell_errors") or [])[:20]:
-        head.append(f"error: {err.strip().splitlines()[0] if err.strip() else err}")
-    for note in (g.get("notes") or [])[:20]:
-        head.append(f"note: {note}")
-    return {"score": float(g["total"]), "output": "\n".join(head), "tests": tests,
-            "visibility": visibility, "stdout_visibility": "hidden"}
 
 
 def validate_results(results: dict) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 # taken at import, before any student code runs in the job: a cell that replaces json.dumps cannot garble events
 _DUMPS = json.dumps
@@ -31,34 +32,61 @@ _DUMPS = json.dumps
 # ------------------------------------------------------------------------------------------------ limits
 
 
+def _limit(default, help: str, flag: str | None = None):
+    """A field of ``Limits``: its default, and the help of its command-line flag (``--`` and the field's name
+    with dashes, unless ``flag`` names another). ``coursekit grade`` makes its flags from these (``cli.py``)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one submission may use. Times in seconds, sizes in MiB (KiB for the kept output).
+    """What one submission may use. Times in seconds, sizes in MiB (KiB where the name says so).
 
-    Every timeout the grader or the job applies is derived here (properties), nowhere else."""
-    cell_timeout: float = 60.0          # one notebook cell
-    submission_timeout: float = 300.0   # all the cells, every attempt together (the harvest has its own)
-    harvest_timeout: float = 60.0       # one question's calls that collect the values to grade (each question
-                                        # is harvested in a process of its own, killed after this)
-    memory_mb: int = 3072               # resident memory of all the job's processes; also RLIMIT_DATA
-    max_processes: int = 64             # processes and threads of the job's uid
-    max_file_mb: int = 64               # largest file it may write
-    max_disk_mb: int = 512              # all the files in its folder together
-    max_output_kb: int = 64             # output kept for the feedback (head and tail)
-    max_output_total_mb: int = 16       # a cell that prints more fails (printing past max_file_mb raises)
-    max_restarts: int = 4               # fresh processes after a cell that killed its process
-    max_notebook_mb: int = 16           # a submitted notebook file
-    max_results_mb: int = 64            # the values one question's harvest sends back
-    max_meta_kb: int = 256              # the harvest's description (JSON) of one question
+    Declared once: each field is also a flag of ``coursekit grade`` and ``coursekit gradescope-run`` with the
+    help given here (see ``flags()``), and every timeout and size cap the grader, the warm server or the job
+    applies is one of these fields or derived from them here (properties), nowhere else."""
+    cell_timeout: float = _limit(60.0, "seconds per notebook cell")
+    submission_timeout: float = _limit(300.0, "seconds per submission, every cell together, every attempt "
+                                       "(the harvest has its own)", flag="--timeout")
+    harvest_timeout: float = _limit(60.0, "seconds for the grader's calls of one question's functions (each "
+                                    "question is harvested in a process of its own, killed after this)")
+    memory_mb: int = _limit(3072, "resident memory of all of a submission's processes, MiB; also RLIMIT_DATA "
+                            "(in a container with less memory the default is less)")
+    max_processes: int = _limit(64, "processes and threads of a submission's uid")
+    max_file_mb: int = _limit(64, "largest file a submission may write, MiB")
+    max_disk_mb: int = _limit(512, "all the files in a submission's folder together, MiB")
+    max_output_kb: int = _limit(64, "output kept for the feedback (head and tail), KiB")
+    max_output_total_mb: int = _limit(16, "output of a submission's cells, MiB: a cell that prints more fails")
+    max_restarts: int = _limit(4, "fresh processes after a cell that killed its process")
+    max_notebook_mb: int = _limit(16, "a submitted notebook's code, MiB (outputs and attachments dropped)")
+    max_handin_mb: int = _limit(256, "a handed-in file read from the submissions folder, outputs included, MiB")
+    max_sniff_mb: int = _limit(64, "a file under another name read to see whether it is a notebook, MiB")
+    max_folder_entries: int = _limit(2000, "entries looked at in one student's folder, all depths")
+    max_folder_depth: int = _limit(6, "folders below a student's folder looked into")
+    max_candidates: int = _limit(20, "notebooks in one student's folder read to choose the one to grade")
+    max_results_mb: int = _limit(64, "the values one question's harvest sends back, MiB")
+    max_meta_kb: int = _limit(256, "the harvest's description (JSON) of one question, KiB")
+
+    # the warm server's own /dev/shm and /tmp (no job writes there: each job gets its own, ``shm_mb``, ``tmp_mb``)
+    SERVER_SHM_MB: ClassVar[int] = 16
+    SERVER_TMP_MB: ClassVar[int] = 64
 
     def __post_init__(self):
-        for name in ("cell_timeout", "submission_timeout", "harvest_timeout", "memory_mb", "max_processes",
-                     "max_file_mb", "max_disk_mb", "max_output_kb", "max_output_total_mb", "max_notebook_mb",
-                     "max_results_mb", "max_meta_kb"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
-        if self.max_restarts < 0:
-            raise ValueError(f"Limits.max_restarts must be >= 0, got {self.max_restarts!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"Limits.{f.name} must be a number, got {value!r}")
+            if f.name == "max_restarts":
+                if value < 0:
+                    raise ValueError(f"Limits.max_restarts must be >= 0, got {value!r}")
+            elif not value > 0:
+                raise ValueError(f"Limits.{f.name} must be positive, got {value!r}")
+
+    @staticmethod
+    def flags() -> list[tuple[str, str, type, object, str]]:
+        """``(flag, field name, type, default, help)`` of every limit: what the command line offers."""
+        return [(f.metadata["flag"] or "--" + f.name.replace("_", "-"), f.name, type(f.default), f.default,
+                 f.metadata["help"]) for f in fields(Limits)]
 
     @classmethod
     def from_times(cls, cell_timeout: float, submission_timeout: float, memory_mb: int | None = None) -> "Limits":
@@ -120,6 +148,15 @@ class Limits:
         """Files and folders a job may create in its folder."""
         return 20000
 
+    def job_spec(self, cells: list, harvest: str, cells_deadline: float, skip: dict | None = None) -> "JobSpec":
+        """The job for these limits: every time limit and size cap the job process applies comes from here."""
+        return JobSpec(cells=list(cells), harvest=harvest, cell_timeout=self.cell_timeout,
+                       cells_deadline=cells_deadline, harvest_call_timeout=self.harvest_call_timeout,
+                       output_limit_bytes=self.max_output_total_mb << 20, memory_mb=self.memory_mb,
+                       harvest_question_timeout=self.harvest_timeout, harvest_grant_timeout=self.harvest_grant_timeout,
+                       max_results_bytes=(self.max_results_mb << 20) + (self.max_meta_kb << 10),
+                       skip=dict(skip or {}))
+
     def rlimits(self, with_uid: bool) -> dict:
         """The job's resource limits, applied in the forked process before it runs anything."""
         mb = 1 << 20
@@ -157,9 +194,9 @@ class JobSpec:
     harvest_call_timeout: float
     output_limit_bytes: int
     memory_mb: int
-    harvest_question_timeout: float = 60.0   # one question's calls together (its own process, killed after)
-    harvest_grant_timeout: float = 60.0      # how long the harvest waits for the server's channel
-    max_results_bytes: int = 64 << 20        # one question's values
+    harvest_question_timeout: float         # one question's calls together (its own process, killed after)
+    harvest_grant_timeout: float            # how long the harvest waits for the server's channel
+    max_results_bytes: int                  # one question's values and description
     skip: dict = field(default_factory=dict)    # cell index -> why it is skipped
 
     def to_json(self) -> str:
@@ -188,7 +225,8 @@ class ServerCommand:
     keep: list = field(default_factory=list)    # ... except these folders inside it (bound back)
     keep_ro: list = field(default_factory=list)  # read-only folders under /tmp (Python, the venv...) bound back
     nonce: str = ""                             # hex; the server hands it to the verified harvest only
-    grant_check_s: float = 5.0                  # how long the server re-checks a harvest request before refusing
+    grant_check_s: float = Limits().harvest_grant_check   # how long the server re-checks a harvest request
+                                                          # before refusing (runner sets its job's Limits')
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self)) + "\n").encode()

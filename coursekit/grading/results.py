@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from coursekit.grading.term import LatePolicy, Lateness, describe_delta
 
 __all__ = ["TestResult", "QuestionView", "StudentResult", "self_check_hints", "parse_test_line",
-           "GRADEBOOK_TAIL"]
+           "GRADEBOOK_TAIL", "render_feedback", "NOT_RUN_STATUSES"]
 
 # "relu (0/4): relu(x) is wrong at 3 of 12 positions; ...: expected 0.5, got 0 (tolerance ...)"
 _TEST_LINE = re.compile(r"^(?P<test>\S+) \((?P<points>[\d.]+)/(?P<max>[\d.]+)\)(?:: (?P<message>.*))?\Z", re.S)
@@ -67,6 +67,40 @@ class QuestionView:
         return f"{self.name} {self.title}".strip()
 
 
+# Submissions recorded without running anything (see coursekit.grading.submissions and batch).
+NOT_RUN_STATUSES = frozenset({"symlink", "no-notebook", "invalid-notebook"})
+
+
+def render_feedback(grade: dict) -> str:
+    """The feedback a student reads, rendered once from the grade as data (``SubmissionGrade.as_dict()``, after
+    the grader's paths are scrubbed): the total, then each question's points and one line per hidden test."""
+    questions = grade["questions"]
+    total = sum(q["points"] for q in questions)
+    max_total = sum(q["max_points"] for q in questions)
+    status, cell_errors, notes = grade["status"], grade.get("cell_errors") or [], grade.get("notes") or []
+    lines = [f"MLP lab: {total:g} / {max_total:g} points ({grade['student']})"]
+    if status in NOT_RUN_STATUSES:
+        lines.append(f"Note: the notebook was not run (status '{status}'): every question scored 0, with the reason "
+                     "below.")
+    elif status != "ok":
+        lines.append(f"Note: running the notebook ended with status '{status}'; questions after that point may "
+                     "have received no points.")
+    for q in questions:
+        title = f" {q['title']}" if q.get("title") else ""
+        lines.append("")
+        lines.append(f"{q['name']}{title}: {q['points']:g} / {q['max_points']:g}")
+        lines.extend(f"  passed  {line}" for line in q.get("passed", []))
+        lines.extend(f"  FAILED  {line}" for line in q.get("failed", []))
+    if cell_errors:
+        lines.append("")
+        lines.append("Cells that raised an error while grading (the notebook went on after each):")
+        lines.extend(f"  {error.strip().splitlines()[0] if error.strip() else error}" for error in list(cell_errors)[:20])
+    if notes:
+        lines.append("")
+        lines.extend(f"Note: {note}" for note in list(notes)[:20])
+    return "\n".join(lines) + "\n"
+
+
 def _definitions(code_cells: list[str]) -> dict[str, str]:
     """``{name: source}`` of every top-level function and class in the student's cells (unparsable cells skipped;
     a later definition replaces an earlier one, as in the kernel)."""
@@ -106,7 +140,7 @@ class StudentResult:
     student: str
     status: str
     questions: list[QuestionView]
-    feedback: str                         # the grader's text feedback (grade.feedback_text)
+    feedback: str                         # the grader's text feedback (render_feedback, stored in the record)
     file: str = ""
     cell_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -184,8 +218,10 @@ class StudentResult:
         points). The score is the raw score (Gradescope applies its own late policy to its own hand-ins); the
         penalty of this term, if any, is stated in the output. ``visibility``: default
         ``gradescope.visibility_setting()`` (after_published unless the bundle says otherwise)."""
-        from coursekit.grading.gradescope import visibility_setting
+        from coursekit.grading.gradescope import VISIBILITIES, visibility_setting
         visibility = visibility or visibility_setting()
+        if visibility not in VISIBILITIES:
+            raise ValueError(f"visibility must be one of {VISIBILITIES}, got {visibility!r}")
         tests = []
         for q in self.questions:
             if all(t.points is not None for t in q.tests) and q.tests:

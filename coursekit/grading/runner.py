@@ -501,12 +501,7 @@ def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, resu
                     skip.setdefault(i, "not run: the submission's time ran out before this cell")
             remaining = min(limits.submission_timeout,
                             1.5 * sum(float(result.cell_seconds.get(i) or 0) for i in ran) + 5)
-        spec = JobSpec(cells=sources, harvest=harvest_code, cell_timeout=limits.cell_timeout,
-                       cells_deadline=remaining, harvest_call_timeout=limits.harvest_call_timeout,
-                       output_limit_bytes=limits.max_output_total_mb << 20, memory_mb=limits.memory_mb,
-                       skip=dict(skip), harvest_question_timeout=limits.harvest_timeout,
-                       harvest_grant_timeout=limits.harvest_grant_timeout,
-                       max_results_bytes=(limits.max_results_mb << 20) + (limits.max_meta_kb << 10))
+        spec = limits.job_spec(sources, harvest_code, cells_deadline=remaining, skip=skip)
         tracker = _Tracker(limits, spec)
         t0 = time.monotonic()
         killed_for, code, output, results = _run_job(z, uid, spec, inputs_bytes, limits, tracker)

@@ -405,8 +405,8 @@ def bwrap_command(argv, spool: Path, ro_paths, rootless: bool = False) -> list[s
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
            "--proc", "/proc", "--dev", "/dev",
            # a small /dev/shm: files there live in memory and no process's RSS counts them
-           "--perms", "1777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
-           "--size", str(64 << 20), "--perms", "0755", "--tmpfs", "/tmp"]
+           "--perms", "1777", "--size", str(Limits.SERVER_SHM_MB << 20), "--tmpfs", "/dev/shm",
+           "--size", str(Limits.SERVER_TMP_MB << 20), "--perms", "0755", "--tmpfs", "/tmp"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = Path("/") / name
         if p.is_symlink():

@@ -25,14 +25,14 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from coursekit.grading.protocol import Limits
+
 __all__ = ["Submission", "SubmissionFile", "UnreadableSubmission", "find_submissions", "find_in_folder",
            "read_submission", "lab_names", "safe_name"]
 
-MAX_FILE_MB = 256            # a notebook file, outputs included (they are dropped when read)
-MAX_SNIFF_MB = 64            # a file under another name read to see whether it is a notebook
-MAX_FOLDER_ENTRIES = 2000    # entries looked at in one student's folder (all depths)
-MAX_FOLDER_DEPTH = 6
-MAX_CANDIDATES = 20          # notebooks in one student's folder read to choose the one to grade
+# the caps on reading a submissions folder are Limits' (max_handin_mb, max_sniff_mb, max_folder_entries,
+# max_folder_depth, max_candidates); these functions take the grader's Limits, the defaults without one
+DEFAULT_LIMITS = Limits()
 SKIPPED_NAMES = ("__MACOSX",)
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -49,6 +49,7 @@ class Submission:
     relpath: PurePosixPath | None         # the notebook to grade, relative to root
     status: str = ""
     notes: list[str] = field(default_factory=list)      # for the student's feedback
+    max_bytes: int = DEFAULT_LIMITS.max_handin_mb << 20  # the most of the file read (Limits.max_handin_mb)
 
     @property
     def path(self) -> Path | None:
@@ -150,7 +151,7 @@ def read_submission(sub: Submission) -> SubmissionFile:
     """Read ``sub``'s notebook once, safely, and strip it (see the module docstring)."""
     if sub.relpath is None:
         raise UnreadableSubmission("no notebook was submitted")
-    raw = _read_inside(sub.root, sub.relpath, MAX_FILE_MB << 20)
+    raw = _read_inside(sub.root, sub.relpath, sub.max_bytes)
     sha = hashlib.sha256(raw).hexdigest()
     nb = _parse_notebook(raw)
     if nb is None:          # the grader says what is wrong with it
@@ -164,7 +165,7 @@ def submission_sha256(sub: Submission) -> str:
     if sub.relpath is None:
         return "none"
     try:
-        return hashlib.sha256(_read_inside(sub.root, sub.relpath, MAX_FILE_MB << 20)).hexdigest()
+        return hashlib.sha256(_read_inside(sub.root, sub.relpath, sub.max_bytes)).hexdigest()
     except UnreadableSubmission:
         return "unreadable"
 
@@ -223,14 +224,14 @@ def defined_names(code_cells: list[str]) -> tuple[set[str], set[str]]:
     return defined, written
 
 
-def _choose(root: Path, candidates: list[tuple[PurePosixPath, int]], names: frozenset[str]) \
+def _choose(root: Path, candidates: list[tuple[PurePosixPath, int]], names: frozenset[str], limits: Limits) \
         -> tuple[PurePosixPath | None, str]:
     """The candidate defining the most of the lab's names (then: not a checkpoint copy, the most of them
     written, a .ipynb, the newest); and why, for the feedback."""
     best, best_key, readable = None, None, 0
-    for relpath, mtime_ns in candidates[:MAX_CANDIDATES]:
+    for relpath, mtime_ns in candidates[:limits.max_candidates]:
         try:
-            nb = _parse_notebook(_read_inside(root, relpath, MAX_FILE_MB << 20))
+            nb = _parse_notebook(_read_inside(root, relpath, limits.max_handin_mb << 20))
         except UnreadableSubmission:
             continue
         code = strip_notebook(nb)[1] if nb is not None else []
@@ -247,16 +248,16 @@ def _choose(root: Path, candidates: list[tuple[PurePosixPath, int]], names: froz
     return best, readable
 
 
-def _sniff(root: Path, relpath: PurePosixPath) -> bool:
+def _sniff(root: Path, relpath: PurePosixPath, limits: Limits) -> bool:
     """Whether a file under another name is a notebook (JSON with a list of cells)."""
     try:
-        raw = _read_inside(root, relpath, MAX_SNIFF_MB << 20)
+        raw = _read_inside(root, relpath, limits.max_sniff_mb << 20)
     except UnreadableSubmission:
         return False
     return raw.lstrip()[:1] == b"{" and _parse_notebook(raw) is not None
 
 
-def _walk(root: Path, top: PurePosixPath):
+def _walk(root: Path, top: PurePosixPath, limits: Limits):
     """``(relpath, lstat)`` of everything below ``root/top``, never following a link or opening a non-folder."""
     seen = 0
     stack = [(top, 0)]
@@ -277,19 +278,19 @@ def _walk(root: Path, top: PurePosixPath):
             continue
         for name, st in entries:
             seen += 1
-            if seen > MAX_FOLDER_ENTRIES:
+            if seen > limits.max_folder_entries:
                 return
             rel = folder / name
             yield rel, st
-            if stat.S_ISDIR(st.st_mode) and depth < MAX_FOLDER_DEPTH and name not in SKIPPED_NAMES:
+            if stat.S_ISDIR(st.st_mode) and depth < limits.max_folder_depth and name not in SKIPPED_NAMES:
                 stack.append((rel, depth + 1))
 
 
-def _folder_submission(root: Path, top: PurePosixPath, names: frozenset[str], left_out: list[str]) \
+def _folder_submission(root: Path, top: PurePosixPath, names: frozenset[str], left_out: list[str], limits: Limits) \
         -> tuple[PurePosixPath | None, str, list[str]]:
     """The notebook to grade in one student's folder: (relpath, status if none, notes for the student)."""
     notebooks, others, links = [], [], []
-    for rel, st in _walk(root, top):
+    for rel, st in _walk(root, top, limits):
         shown = rel.relative_to(top)
         if stat.S_ISLNK(st.st_mode):
             links.append(str(shown))
@@ -303,12 +304,12 @@ def _folder_submission(root: Path, top: PurePosixPath, names: frozenset[str], le
             left_out.append(f"{rel}: {_kind(st.st_mode)}, not a file: skipped")
     notes = [f"{link} is a symbolic link: links are not followed, hand in the file itself" for link in links[:5]]
     if not notebooks:
-        notebooks = [(rel, m) for rel, m in others if _sniff(root, rel)]
+        notebooks = [(rel, m) for rel, m in others if _sniff(root, rel, limits)]
     if not notebooks:
         if links:
             return None, "symlink", notes
         return None, "no-notebook", notes + ["no notebook in the folder"]
-    chosen, readable = _choose(root, notebooks, names)
+    chosen, readable = _choose(root, notebooks, names, limits)
     shown = chosen.relative_to(top)
     if not chosen.name.endswith(".ipynb"):
         notes.append(f"graded {shown}, a notebook saved under another name")
@@ -320,11 +321,12 @@ def _folder_submission(root: Path, top: PurePosixPath, names: frozenset[str], le
     return chosen, "", notes
 
 
-def find_submissions(submissions_dir, names: frozenset[str] = frozenset(), out_dir=None) \
-        -> tuple[list[Submission], list[str]]:
+def find_submissions(submissions_dir, names: frozenset[str] = frozenset(), out_dir=None,
+                     limits: Limits = DEFAULT_LIMITS) -> tuple[list[Submission], list[str]]:
     """The submissions in a folder, sorted by student, and what was left out (with why, for the instructor).
     ``names``: the lab's function names (see :func:`lab_names`), to choose a student's notebook by content;
-    ``out_dir``: the grader's output folder, never a submission should it sit in the submissions folder."""
+    ``out_dir``: the grader's output folder, never a submission should it sit in the submissions folder;
+    ``limits``: how much of the folder and its files is read."""
     root = Path(submissions_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"submissions folder not found: {root}")
@@ -357,11 +359,11 @@ def find_submissions(submissions_dir, names: frozenset[str] = frozenset(), out_d
             status = "symlink"
             notes = [f"{name} is a symbolic link: links are not followed, hand in the file itself"]
         elif stat.S_ISDIR(st.st_mode):
-            relpath, status, notes = _folder_submission(root, rel, names, left_out)
+            relpath, status, notes = _folder_submission(root, rel, names, left_out, limits)
         elif stat.S_ISREG(st.st_mode):
             if name.endswith(".ipynb"):
                 relpath = rel
-            elif _sniff(root, rel):
+            elif _sniff(root, rel, limits):
                 relpath, notes = rel, [f"graded {name}, a notebook saved under another name"]
             else:
                 left_out.append(f"{name}: not a notebook")
@@ -374,15 +376,15 @@ def find_submissions(submissions_dir, names: frozenset[str] = frozenset(), out_d
         while safe in seen:
             safe, k = f"{base}-{k}", k + 1
         seen.add(safe)
-        subs.append(Submission(safe, root, relpath, status, notes))
+        subs.append(Submission(safe, root, relpath, status, notes, limits.max_handin_mb << 20))
     return subs, left_out
 
 
-def find_in_folder(folder, names: frozenset[str] = frozenset()) -> Submission:
+def find_in_folder(folder, names: frozenset[str] = frozenset(), limits: Limits = DEFAULT_LIMITS) -> Submission:
     """The one submission in a folder that holds one student's files (Gradescope's ``submission/``)."""
     root = Path(folder).resolve()
     left_out: list[str] = []
-    relpath, status, notes = _folder_submission(root.parent, PurePosixPath(root.name), names, left_out)
+    relpath, status, notes = _folder_submission(root.parent, PurePosixPath(root.name), names, left_out, limits)
     if relpath is not None:
         relpath = relpath.relative_to(root.name)
-    return Submission("submission", root, relpath, status, notes)
+    return Submission("submission", root, relpath, status, notes, limits.max_handin_mb << 20)

@@ -74,7 +74,7 @@ def _on_cell_alarm(signum, frame):
     raise CellTimeout()
 
 
-_HARVEST_CALL_S = 10.0
+_HARVEST_CALL_S = None      # the job's Limits.harvest_call_timeout, set from its JobSpec before the harvest runs
 
 
 def _on_harvest_alarm(signum, frame):

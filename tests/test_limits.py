@@ -1,0 +1,154 @@
+"""One ``Limits`` (coursekit.grading.protocol): the command line's flags and their help, every timeout and every size
+cap of a submission come from its fields; a limit written as a number elsewhere in the grader fails here."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from coursekit import cli
+from coursekit.grading import sandbox
+from coursekit.grading.protocol import JobSpec, Limits
+from coursekit.grading.submissions import UnreadableSubmission, find_submissions, read_submission
+from coursekit.paths import GRADING
+
+COMMANDS = {"grade": ["grade", "subs", "--out", "out"],
+            "gradescope-run": ["gradescope-run", "--submission", "s", "--autograder-dir", "a", "--results", "r"]}
+
+
+def _subparser(name: str):
+    parser = cli.build_parser()
+    (group,) = [a for a in parser._actions if getattr(a, "choices", None) and name in a.choices]
+    return group.choices[name]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_limit_is_a_flag_with_the_help_declared_in_limits(command):
+    actions = {a.dest: a for a in _subparser(command)._actions}
+    flags = Limits.flags()
+    assert [name for _, name, *_ in flags] == [f.name for f in dataclasses.fields(Limits)]
+    for flag, name, kind, _, help_text in flags:
+        assert flag in actions[name].option_strings and actions[name].type is kind, name
+        assert actions[name].help.startswith(help_text), name
+    # each flag reaches its own field (a value no default has)
+    odd = {name: kind(default * 2 + 1) for _, name, kind, default, _ in flags}
+    argv = COMMANDS[command] + [x for flag, name, *_ in flags for x in (flag, str(odd[name]))]
+    assert cli._limits(cli.build_parser().parse_args(argv)) == Limits(**odd)
+
+
+def test_a_cell_timeout_gives_the_harvest_what_the_limits_rule_gives():
+    limits = cli._limits(cli.build_parser().parse_args(COMMANDS["grade"] + ["--cell-timeout", "5"]))
+    assert limits == Limits(cell_timeout=5, memory_mb=sandbox.default_memory_mb())
+    assert limits.harvest_timeout == Limits().harvest_timeout == 60
+    assert limits.harvest_call_timeout == 10           # min(60 / 2, max(5, 10)), not the cell's 5 s
+    assert limits.harvest_stall_timeout == 60 + limits.cell_grace + 5
+
+
+def test_bad_limits_are_refused_by_name():
+    with pytest.raises(SystemExit, match="max_candidates must be positive"):
+        cli._limits(cli.build_parser().parse_args(COMMANDS["grade"] + ["--max-candidates", "0"]))
+    with pytest.raises(ValueError, match="max_restarts must be >= 0"):
+        Limits(max_restarts=-1)
+
+
+ODD = Limits(cell_timeout=7, submission_timeout=41, harvest_timeout=33, memory_mb=999, max_output_total_mb=3,
+             max_results_mb=5, max_meta_kb=3)
+
+
+def test_the_job_gets_every_limit_from_limits_and_has_none_of_its_own():
+    spec = ODD.job_spec(["x = 1"], "pass", cells_deadline=12, skip={0: "why"})
+    assert (spec.cell_timeout, spec.cells_deadline, spec.memory_mb) == (7, 12, 999)
+    assert spec.harvest_call_timeout == ODD.harvest_call_timeout == min(33 / 2, max(7, 10))
+    assert (spec.harvest_question_timeout, spec.harvest_grant_timeout) == (33, ODD.harvest_grant_timeout)
+    assert spec.output_limit_bytes == 3 << 20 and spec.max_results_bytes == (5 << 20) + (3 << 10)
+    assert JobSpec.from_json(spec.to_json()) == spec
+    # a limit left out is an error, never a default of the job's own (the warm server had 60 s and 10 s)
+    no_default = {f.name for f in dataclasses.fields(JobSpec)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert no_default == {f.name for f in dataclasses.fields(JobSpec)} - {"skip"}
+
+
+def test_no_job_is_built_outside_limits():
+    for path in sorted(GRADING.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        built = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", getattr(n.func, "attr", None)) == "JobSpec"]
+        assert path.name == "protocol.py" or not built, f"{path.name}:{built}: use Limits.job_spec"
+
+
+# Numbers that are not a submission's limits: the grader's own memory reserve in a small container.
+NOT_LIMITS = {"GRADER_RESERVE_MB"}
+LIMIT_NAME = re.compile(r"(TIMEOUT|_S|_MB|_KB|_BYTES)$")
+# The modules that apply a submission's limits; sandbox's other timeouts are the machine's (probes, the server's
+# start), only its sizes are checked.
+SIZE_AND_TIME = ("runner", "warm_server", "harvest_driver", "submissions", "batch", "grade", "cli")
+
+
+def _hard_coded(path: Path, times: bool) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        number = lambda v: isinstance(v, ast.Constant) and type(v.value) in (int, float)  # noqa: E731
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift) and number(node.left) \
+                and node.left.value != 1:           # "64 << 20": a size in MiB written as a number (1 << 20: a chunk)
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Assign) and number(node.value):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and LIMIT_NAME.search(target.id) and target.id not in NOT_LIMITS:
+                    found.append(f"{path.name}:{node.lineno}: {target.id} = {node.value.value}")
+        if times and isinstance(node, ast.keyword) and node.arg and "timeout" in node.arg and number(node.value):
+            found.append(f"{path.name}:{node.lineno}: {node.arg}={node.value.value}")
+        if times and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args
+            pairs = list(zip(args[len(args) - len(node.args.defaults):], node.args.defaults))
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            found += [f"{path.name}:{node.lineno}: {node.name}({a.arg}={d.value})" for a, d in pairs
+                      if "timeout" in a.arg and number(d)]
+    return found
+
+
+def test_no_limit_is_written_as_a_number_outside_limits():
+    paths = [GRADING / f"{m}.py" for m in SIZE_AND_TIME if m != "cli"] + [Path(cli.__file__)]
+    found = [line for p in paths for line in _hard_coded(p, times=True)]
+    found += _hard_coded(GRADING / "sandbox.py", times=False)
+    assert found == []
+
+
+def test_the_scan_finds_a_limit_written_as_a_number(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("_HARVEST_CALL_S = 10.0\nsize = 64 << 20\nchunk = 1 << 20\n"
+                       "def run(timeout=60):\n    wait(timeout=5)\n")
+    assert sorted(_hard_coded(planted, times=True)) == ["planted.py:1: _HARVEST_CALL_S = 10.0", "planted.py:2: 64 << 20",
+                                                        "planted.py:4: run(timeout=60)", "planted.py:5: timeout=5"]
+
+
+def test_the_warm_servers_own_tmpfs_sizes_are_limits():
+    cmd = sandbox.bwrap_command(["python"], Path("/tmp/spool"), [])
+    sizes = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--size"]
+    assert sizes == [str(Limits.SERVER_SHM_MB << 20), str(Limits.SERVER_TMP_MB << 20)]
+
+
+def _notebook(size_bytes: int) -> bytes:
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+          "cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": "x = 1\n"},
+                    {"cell_type": "markdown", "metadata": {}, "source": "a" * size_bytes}]}
+    return json.dumps(nb).encode()
+
+
+def test_the_submissions_folder_is_read_within_limits(tmp_path):
+    (tmp_path / "ada.ipynb").write_bytes(_notebook(3 << 19))        # 1.5 MiB
+    folder = tmp_path / "bob"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"try{i}.ipynb").write_bytes(_notebook(10))
+    subs, _ = find_submissions(tmp_path, limits=Limits(max_handin_mb=1, max_candidates=2))
+    ada, bob = subs
+    with pytest.raises(UnreadableSubmission):
+        read_submission(ada)                 # past max_handin_mb
+    assert read_submission(find_submissions(tmp_path)[0][0]).code_cells == ["x = 1\n"]    # the default reads it
+    assert bob.relpath.name == "try1.ipynb"  # of three candidates only the first two were read (the newest wins)
+    assert find_submissions(tmp_path)[0][1].relpath.name == "try2.ipynb"
