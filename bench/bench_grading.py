@@ -33,16 +33,19 @@ BROKEN = ["corrupt_json", "empty", "os_exit", "sys_exit", "memory", "fork_bomb",
           "stderr_warnings", "renamed", "infinite_loop"]
 
 
-def make_class(folder: Path, n: int) -> dict:
-    """Write n submissions; {student: kind}."""
+def make_plan(n: int) -> dict:
+    """{student: kind} for a class of n (bench_grading_cpu.py sums its CPU seconds per kind over it)."""
     n_correct, n_partly = round(0.40 * n), round(0.35 * n)
     kinds = ["correct"] * n_correct + [PARTLY[i % len(PARTLY)] for i in range(n_partly)]
     broken = [k for k in BROKEN if k != "infinite_loop"]
     kinds += [broken[i % len(broken)] for i in range(n - len(kinds) - 1)] + ["infinite_loop"]
-    plan = {}
-    for i, kind in enumerate(kinds):
-        student = f"student{i:03d}"
-        plan[student] = kind
+    return {f"student{i:03d}": kind for i, kind in enumerate(kinds)}
+
+
+def make_class(folder: Path, n: int) -> dict:
+    """Write n submissions; {student: kind}."""
+    plan = make_plan(n)
+    for student, kind in plan.items():
         write_submission(folder, student, kind, tag=student)   # every file is different
     return plan
 
