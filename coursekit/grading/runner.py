@@ -412,7 +412,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                     z.kill_job(job_id, job_uid)
                     z.wait_exit(job_id, limits.kill_wait)
                     break
-                time.sleep(0.05)
+                z.wait_exit(job_id, 0.05)      # wakes at once when the server reports the job's end
         except sandbox.WarmServerError:
             killed_for = "server"
         finally:

@@ -237,20 +237,44 @@ class UidSlot:
 
 # ---------------------------------------------------------------- processes seen from outside
 
-def _proc_table():
-    """pid -> (uid, ppid, rss_kib, zombie, ns_init, nspid) for every process, read from /proc (to measure and
-    to find; a process is only ever signalled through a pidfd, see ``_kill_through_pidfd``).
+def _read_status(pid: str) -> bytes | None:
+    try:
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 16384)      # the whole file (about 1.5 KiB) in one read
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
-    Zombies are listed: a process whose main thread exited shows as one while its other threads run on."""
+
+def _proc_table(only_uid: int | None = None):
+    """pid -> (uid, ppid, rss_kib, zombie, ns_init, nspid) for every process (with ``only_uid``: every process
+    of that real uid), read from /proc (to measure and to find; a process is only ever signalled through a
+    pidfd, see ``_kill_through_pidfd``).
+
+    Zombies are listed: a process whose main thread exited shows as one while its other threads run on.
+    With ``only_uid``, only the status of a process whose /proc folder that uid owns is read (the memory
+    watchdog runs this five times a second for each job, on a machine that may have hundreds of processes): the
+    folder is owned by the process's effective uid even when it is not dumpable (then only the files in it are
+    root's), and a job's processes cannot make their effective uid differ from their real one."""
+    wanted = None if only_uid is None else b"\nUid:\t%d\t" % only_uid
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/status", "rb") as fh:
-                text = fh.read().decode(errors="replace")
-        except OSError:
+        if only_uid is not None:
+            try:
+                if os.stat(f"/proc/{name}").st_uid != only_uid:
+                    continue
+            except OSError:
+                continue
+        data = _read_status(name)
+        if data is None or (wanted is not None and wanted not in data):
             continue
+        text = data.decode(errors="replace")
         uid = ppid = rss = 0
         zombie = ns_init = False
         nspid = ()
@@ -299,10 +323,11 @@ def _pss_kib(pid) -> int:
     return 0
 
 
-def _sandbox_memory_mb(root_pid, uid, limit_mb) -> float:
+def _sandbox_memory_mb(root_pid, uid, limit_mb, table=None) -> float:
     """Memory of the sandbox's processes in MiB: the resident size, or the proportional size when the
-    resident sum is over the limit (forked copies share most of their pages)."""
-    table = _proc_table()
+    resident sum is over the limit (forked copies share most of their pages). ``table``: a ``_proc_table()``
+    just read."""
+    table = _proc_table(uid) if table is None else table
     pids = [p for p in _tree_pids(table, root_pid, uid) if not table[p][3]]
     rss = sum(table[p][2] for p in pids) / 1024
     if rss <= limit_mb or len(pids) <= 1:
@@ -347,8 +372,7 @@ def _kill_uid(uid, timeout: float = 10.0) -> bool:
         return True
     deadline = time.monotonic() + timeout
     while True:
-        table = _proc_table()
-        rows = {pid: row for pid, row in table.items() if row[0] == uid}
+        rows = _proc_table(uid)
         if not rows:
             return True
         if time.monotonic() > deadline:
@@ -691,7 +715,7 @@ class WarmServer:
         table = _proc_table()
         inside = _tree_pids(table, self.proc.pid, None)
         root = [p for p in inside if table[p][5][-2:] == (str(pid), "1")]
-        return _sandbox_memory_mb(root[0], None, limit_mb) if root else 0.0
+        return _sandbox_memory_mb(root[0], None, limit_mb, table) if root else 0.0
 
     def forget(self, job_id):
         with self._cond:

@@ -751,6 +751,7 @@ class _HarvestChannel:
 
     def __init__(self, cmd: ServerCommand):
         self.cmd, self.job_pid, self.harvester, self.pidfd, self.pending = cmd, None, None, None, {}
+        self.job_pidfd = None       # readable when the job's process ends: the server reaps it at once
         self.closed = False
         self.sock, self.job_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
@@ -766,7 +767,8 @@ class _HarvestChannel:
         self.nonce = bytes.fromhex(cmd.nonce)
 
     def server_fds(self):
-        return [self.sock.fileno(), self.results, self.inputs, self.log_fd] + ([self.pidfd] if self.pidfd else [])
+        return [self.sock.fileno(), self.results, self.inputs, self.log_fd] + \
+            [fd for fd in (self.pidfd, self.job_pidfd) if fd is not None]
 
     def log(self, kind, **fields):
         try:
@@ -983,7 +985,12 @@ def serve():
                 watched[channel.sock.fileno()] = (channel, channel.on_request)
             if channel.pidfd is not None:
                 watched[channel.pidfd] = (channel, channel.on_harvest_exit)
-        ready, _, _ = select.select(list(watched), [], [], 0.05)
+            if channel.job_pidfd is not None:      # the job ended: reaped and reported at the loop's top
+                watched[channel.job_pidfd] = (channel, lambda: None)
+        # a request for the results channel that does not check out yet (the job's main thread is on its way
+        # to waiting for its harvest) is checked again soon; otherwise only a descriptor wakes the server
+        waiting = any(channel.pending for channel in channels.values())
+        ready, _, _ = select.select(list(watched), [], [], 0.005 if waiting else 0.05)
         for fd in ready:
             if fd and watched.get(fd):
                 watched[fd][1]()
@@ -1019,6 +1026,10 @@ def serve():
                 _job_process(cmd, isolate, job_fd)
             channel.job_end.close()
             channel.job_pid = pid
+            try:
+                channel.job_pidfd = os.pidfd_open(pid)
+            except OSError:         # no pidfds (Linux < 5.3): the job's end is seen within the select's timeout
+                pass
             channels[pid] = channel
             jobs[pid] = cmd.job_id
             report(ServerReply("started", job_id=cmd.job_id, pid=pid))
