@@ -287,8 +287,9 @@ def _hostile_report(feedback: str) -> dict:
 
 def test_userns_is_found_by_itself_and_named_in_the_summary(graded_rootless):
     g = graded_rootless
+    fork = _hostile_report(g["feedback"]["a-hostile"]).get("fork")
     print(f"graded {len(g['records'])} submissions as {INSTRUCTOR} in {g['seconds']:.0f} s; at most "
-          f"{g['peak_tasks']} tasks of its uid at once (limit {NPROC})")
+          f"{g['peak_tasks']} tasks of its uid at once (limit {NPROC}); the hostile fork loop: {fork}")
     assert g["stdout"].splitlines()[0].startswith("isolation: userns: bubblewrap in an unprivileged user namespace")
     assert "userns" in g["summary"], g["summary"]
 
