@@ -108,7 +108,13 @@ def main(argv=None):
                          "bench_grading.py's class but the endless loop (then its sum is printed)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--cores", type=int, default=2, help="for the shortest wall time of bench_grading's class")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch's threads while scoring (grade_folder's: cores // workers, 1 with 2 workers on 2 "
+                         "cores); 0: torch's default")
     args = ap.parse_args(argv)
+    if args.torch_threads:
+        import torch
+        torch.set_num_threads(args.torch_threads)
     spec = load_spec(REPO / "lab" / "autograder")
     inputs = spec.make_inputs(0)
     limits = Limits()
