@@ -60,7 +60,7 @@ MISTAKES = {
                                  "start at zero")),
     "unknown_init_accepted": ([("q3-solution", 'raise ValueError(f"init should be \'he\', \'xavier\' or a float sigma > 0, '
                                                'not {init!r}")', "scale_of = lambda fan_in, fan_out: (2 / fan_in) ** 0.5")],
-                              [], ("q3", "MLP(4, 2, [3], init='kaiming') was accepted: the grader expects a ValueError")),
+                              [], ("q3", "MLP(4, 2, [3], init='xavir') was accepted: the grader expects a ValueError")),
     "activation_on_output": ([("q3-solution", "            if layer < num_layers - 1:\n                H = self.activation(H)",
                                "            H = self.activation(H)")], [],
                              ("q3", "applies the activation to the logits: the grader will not count this")),
@@ -143,7 +143,7 @@ LOSSES = {
     "kaiming_normal_on_fan_in_fan_out": ({"q3": 5}, "is sqrt(2/fan_out), the fan of the other dimension "
                                                     "(nn.init.kaiming_normal_ reads a 2-d weight as nn.Linear's"),
     "random_biases": ({"q3": 5}, "should start at zero"),
-    "unknown_init_accepted": ({"q3": 5}, "MLP(4, 2, [3], init='kaiming') was accepted: an init other than 'he', "
+    "unknown_init_accepted": ({"q3": 5}, "MLP(4, 2, [3], init='xavir') was accepted: an init other than 'he', "
                                          "'xavier' or a float sigma should raise a ValueError"),
     "activation_on_output": ({"q3": 6}, "it matches the activation applied to the logits"),
     "rms_as_tensors": ({"q3": 4}, "hidden_rms should return Python floats (.item())"),

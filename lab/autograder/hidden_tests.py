@@ -168,8 +168,8 @@ def weight_std_problem(name, W, init, what):
     low, high = std_range(std, W.size)
     if low <= measured <= high:
         return None
-    guess = next((words for words, scale in WRONG_SCALES
-                  if std_range(scale(fan_in, fan_out), W.size)[0] <= measured <= std_range(scale(fan_in, fan_out), W.size)[1]), None)
+    plausible = lambda scale: std_range(scale, W.size)[0] <= measured <= std_range(scale, W.size)[1]
+    guess = next((words for words, scale in WRONG_SCALES if plausible(scale(fan_in, fan_out))), None)
     return (f"{name} of {what} (fan_in={fan_in}, fan_out={fan_out}) has standard deviation {measured:.4g}; "
             f"init={init!r} should give {rule} = {std:.4g} (a correct draw of {W.size} weights lies between "
             f"{low:.4g} and {high:.4g})" + (f": {measured:.4g} is {guess}" if guess else ""))
@@ -201,7 +201,8 @@ def inputs_q3(rng):
         widths = [int(rng.integers(10, 60)) for _ in range(depth + 2)]
         inputs[f"{key}.activation"] = np.array(activation, dtype=np.int64)
         for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
-            inputs[f"{key}.W{layer}"] = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)).astype(np.float32)
+            he_weights = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)
+            inputs[f"{key}.W{layer}"] = he_weights.astype(np.float32)
             inputs[f"{key}.b{layer}"] = (rng.standard_normal(fan_out) * 0.1).astype(np.float32)
         inputs[f"{key}.X"] = rng.standard_normal((int(rng.integers(1, 40)), widths[0])).astype(np.float32)
     return inputs
@@ -232,8 +233,9 @@ def harvest_q3(rec, inputs):
             info["params_type"] = getattr(type(params), "__qualname__", "?")[:80]
             info["is_parameter_list"] = type(params) is torch.nn.ParameterList
             try:
-                entries = list(params)[:2 * len(widths) + 2] if type(params) in (list, tuple, torch.nn.ParameterList) else []
-                info["params_len"] = len(params) if type(params) in (list, tuple, torch.nn.ParameterList) else None
+                sequence = type(params) in (list, tuple, torch.nn.ParameterList)
+                entries = list(params)[:2 * len(widths) + 2] if sequence else []
+                info["params_len"] = len(params) if sequence else None
                 info["entries"] = [{"is_parameter": type(p) is torch.nn.Parameter,
                                     "requires_grad": bool(torch._C.TensorBase.requires_grad.__get__(p))
                                     if isinstance(p, torch.Tensor) else False} for p in entries]
@@ -258,7 +260,7 @@ def harvest_q3(rec, inputs):
             rec.note(f"{key}.double", {"ok": True})
         with torch.no_grad():
             rec.call(f"{key}.out", model, X)
-    ok, _ = rec.run("q3.unknown_init", "MLP", 4, 2, [3], activation=torch.relu, init="kaiming")
+    ok, _ = rec.run("q3.unknown_init", "MLP", 4, 2, [3], activation=torch.relu, init="xavir")
     if ok:
         rec.note("q3.unknown_init", {"accepted": True})
 
@@ -278,7 +280,8 @@ def harvest_q3(rec, inputs):
         if ok:
             kind = type(returned)
             values = list(returned)[:16] if kind in (list, tuple) else None
-            rec.note(key, {"type": getattr(kind, "__name__", "?")[:60], "len": len(returned) if values is not None else None,
+            rec.note(key, {"type": getattr(kind, "__name__", "?")[:60],
+                           "len": len(returned) if values is not None else None,
                            "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values] if values else [],
                            "values": [v if type(v) is float and math.isfinite(v) else None for v in values]
                            if values else []})
@@ -309,7 +312,8 @@ def mlp_params(key, widths, what, outputs, meta):
                       f"{len(widths) - 1} layers need {count}: [W1, b1, ..., W{len(widths) - 1}, b{len(widths) - 1}]"]
     arrays = []
     for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
-        for index, name, shape in ((2 * layer - 2, f"W{layer}", (fan_in, fan_out)), (2 * layer - 1, f"b{layer}", (fan_out,))):
+        for index, name, shape in ((2 * layer - 2, f"W{layer}", (fan_in, fan_out)),
+                                   (2 * layer - 1, f"b{layer}", (fan_out,))):
             pkey = f"{key}.param.{index}"
             pinfo = meta.get(pkey, {})
             value = outputs.get(pkey)
@@ -401,7 +405,8 @@ def forward_problems(inputs, case, outputs, meta):
     if problem and type(got) is np.ndarray and got.shape == expected.shape:
         squashed = np.maximum(expected, 0) if activation == "relu" else np.tanh(expected)
         if np.allclose(got, squashed, rtol=1e-4, atol=1e-5):
-            problem += " (it matches the activation applied to the logits: apply it after every hidden layer, not after the output layer)"
+            problem += (" (it matches the activation applied to the logits: apply it after every hidden layer, not "
+                        "after the output layer)")
     return [problem]
 
 
@@ -414,7 +419,8 @@ def rms_problem(inputs, case, meta):
         return problem
     info = meta[key]
     if info.get("type") not in ("list", "tuple") or info.get("len") != layers - 1:
-        return (f"{what} returned a {info.get('type')}" + (f" of {info.get('len')} items" if info.get("len") is not None else "")
+        size = f" of {info.get('len')} items" if info.get("len") is not None else ""
+        return (f"{what} returned a {info.get('type')}{size}"
                 + f"; it should return a list of {layers - 1} floats, one per hidden layer (not the output layer)")
     if any(t != "float" for t in info.get("item_types", [])):
         return f"hidden_rms should return Python floats (.item()); its list holds {', '.join(info.get('item_types'))}"
@@ -439,8 +445,8 @@ def rms_problem(inputs, case, meta):
 
 
 def unknown_init_problem(meta):
-    """None if MLP(..., init="kaiming") raised a ValueError; else why not."""
-    what = "MLP(4, 2, [3], init='kaiming')"
+    """None if MLP(..., init="xavir") raised a ValueError; else why not."""
+    what = "MLP(4, 2, [3], init='xavir')"
     info = meta.get("q3.unknown_init")
     if isinstance(info, dict) and info.get("accepted"):
         return (f"{what} was accepted: an init other than 'he', 'xavier' or a float sigma should raise a "
@@ -644,6 +650,7 @@ Q5_NETWORK = {"n": 4, "d": 3, "h": 3, "q": 2, "weight_decay": 0.1}
 
 
 def q5_relative_error(a, b):
+    """max_relative_error's value, computed here (numpy, float64)."""
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)
     return float((np.abs(a - b) / scale).max()) if a.size else 0.0
 
@@ -715,7 +722,6 @@ def harvest_q5(rec, inputs):
     """numerical_gradient on our functions (and x afterwards), max_relative_error on our pairs, and
     find_wrong_gradient on our backward functions, with our numerical_gradient and max_relative_error swapped in."""
     import torch
-    import torch.nn.functional as F
 
     def reference_numerical_gradient(f, x, h=1e-6):
         grad = torch.zeros_like(x)
