@@ -39,9 +39,8 @@ import tomllib
 from pathlib import Path
 
 from coursekit import colab
+from coursekit.paths import EDITION_TEMPLATES as TEMPLATES, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO / "edition"
 PACKAGE = "coursekit"
 LAB_NOTEBOOK = "lab/mlp_lab.ipynb"
 # Pinned in the instructor's environment only: browser tests, the hub and the similarity report.
@@ -261,8 +260,8 @@ def edition_files(repo: Path = REPO, keep_outputs: bool = True,
     roots = [code for rel in lectures + [LAB_NOTEBOOK] if rel.endswith(".ipynb") for code in notebook_code(repo / rel)]
     roots += [p.read_text(encoding="utf-8") for rel, p in templates.items() if rel.endswith(".py")]
     modules = student_modules(roots, repo)
-    if "coursekit.grading.check" not in modules:
-        raise ReleaseError("the lab notebook no longer imports coursekit.grading.check: is it the student notebook?")
+    if "coursekit.selfcheck" not in modules:
+        raise ReleaseError("the lab notebook no longer imports coursekit.selfcheck: is it the student notebook?")
     for module in modules:
         path = _module_file(repo, module)
         add(path.relative_to(repo).as_posix(), path.read_bytes())

@@ -366,6 +366,33 @@ async (area) => {
 """
 
 
+# The slide on screen (the innermost present section), measured against the window. Hidden parts (a folded cell's
+# source, off-screen editors) have no client rects and do not count.
+_MEASURE_SLIDE_JS = """
+() => {
+  const all = document.querySelectorAll('.reveal .slides section.present');
+  const slide = all[all.length - 1];
+  const box = document.querySelector('.reveal .slides').getBoundingClientRect();
+  const top = box.top + slide.offsetTop;
+  const visible = e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden';
+  let right = 0, clipped = 0;
+  slide.querySelectorAll('img, canvas, svg, .jp-OutputArea-output, .jp-RenderedMarkdown, .jp-InputArea, .cm-scroller')
+    .forEach(e => { if (visible(e)) right = Math.max(right, e.getBoundingClientRect().right); });
+  slide.querySelectorAll('.cm-scroller, .jp-OutputArea-output pre, .jp-RenderedMarkdown pre, .jp-RenderedMarkdown table')
+    .forEach(e => { if (visible(e)) clipped = Math.max(clipped, e.scrollWidth - e.clientWidth); });
+  return {
+    hash: window.location.hash,
+    cells: Array.from(slide.querySelectorAll('.jp-Cell')).map(c => Number(c.getAttribute('data-windowed-list-index'))),
+    height: slide.scrollHeight,
+    overflow_y: Math.ceil(top + slide.scrollHeight - window.innerHeight),
+    overflow_x: Math.ceil(right - window.innerWidth),
+    clipped_x: clipped,
+    slides: document.querySelectorAll('.reveal .slides section:not(.stack)').length,
+  };
+}
+"""
+
+
 @dataclass
 class CellReport:
     index: int
@@ -620,14 +647,55 @@ class NotebookDriver:
     @staticmethod
     def present_slide(frame) -> dict:
         """The slide on screen (the innermost present section: a sub-slide inside a vertical stack), its Reveal
-        indices (the URL hash), its text, and how many top-level slides exist."""
+        indices (the URL hash), its text, the notebook index of its first cell, and how many top-level slides exist."""
         return frame.evaluate("""() => {
             const all = document.querySelectorAll('.reveal .slides section.present');
             const present = all.length ? all[all.length - 1] : null;
+            const first = present && present.querySelector('.jp-Cell');
             return {hash: window.location.hash,
                     text: present ? present.innerText.trim() : null,
+                    first_cell: first ? Number(first.getAttribute('data-windowed-list-index')) : null,
                     count: document.querySelectorAll('.reveal .slides > section').length};
         }""")
+
+    def open_slideshow_page(self, relative_path: str, timeout_ms: int = 90_000) -> None:
+        """Load the RISE app itself (``/rise/<path>``: the page "Render as Reveal Slideshow" puts in its frame) as
+        the whole page, as a lecturer presents full screen; its slide transitions are switched off so that every
+        slide is measured where it comes to rest."""
+        self.page.goto(f"{self.server.base_url}/rise/{relative_path}?token={self.server.token}", timeout=timeout_ms)
+        self.page.wait_for_selector(".reveal .slides > section.present .jp-Cell", timeout=timeout_ms)
+        self.page.add_style_tag(content=".reveal .slides section { transition: none !important; }")
+        # Math is typeset after the cells are drawn (and changes their height): wait until the count of typeset
+        # formulas has held still for a second.
+        deadline, last, steady_since = time.monotonic() + timeout_ms / 1000, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = self.page.evaluate("() => document.querySelectorAll('.reveal mjx-container').length")
+            if count != last:
+                last, steady_since = count, time.monotonic()
+            elif time.monotonic() - steady_since >= 1.0:
+                break
+            self.page.wait_for_timeout(250)
+        self.page.locator(".reveal").click()  # keyboard focus in the slides
+
+    def measure_slides(self, timeout_ms: int = 10_000) -> list[dict]:
+        """Step through every slide and sub-slide with PageDown and measure each where it rests.
+
+        Per slide: its Reveal hash, the notebook indices of its cells, and by how many px its content runs past the
+        window: ``overflow_y`` (the slide's top plus its content height, past the bottom), ``overflow_x`` (the right
+        edge of anything visible, past the right side) and ``clipped_x`` (the widest code or output line hidden
+        behind a horizontal scrollbar).
+        """
+        slides = [self.page.evaluate(_MEASURE_SLIDE_JS)]
+        total = slides[0]["slides"]
+        while len(slides) < total:
+            # PageDown is Reveal's "next" (what a presenter's clicker sends): slides and sub-slides in reading order.
+            # ArrowRight moves between top-level slides only, skipping sub-slides when a markdown cell has focus.
+            self.page.keyboard.press("PageDown")
+            self.page.wait_for_function("(before) => window.location.hash !== before", arg=slides[-1]["hash"],
+                                        timeout=timeout_ms)
+            self.page.wait_for_timeout(100)  # Reveal lays the slide out on the next frame
+            slides.append(self.page.evaluate(_MEASURE_SLIDE_JS))
+        return slides
 
     # -- pictures --------------------------------------------------------------------------------------
 

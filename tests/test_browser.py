@@ -39,7 +39,7 @@ RUN_ALL_TIMEOUT_MS = int(os.environ.get("COURSEKIT_BROWSER_RUN_ALL_TIMEOUT", "60
 WIDGET_TIMEOUT_MS = 60_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
-# A cell that calls the self-check (coursekit.grading.check.check), not one that mentions it in a comment.
+# A cell that calls the self-check (coursekit.selfcheck.check), not one that mentions it in a comment.
 SELF_CHECK_CALL = re.compile(r"""^\s*check\(\s*["'](q\d+)["']\s*\)\s*$""", re.M)
 # What check("qN") prints: one line per public test, then a summary line.
 CHECK_TEST_LINE = re.compile(r"^\s*(PASS|FAIL|TODO)\s{2}\S", re.M)
@@ -103,7 +103,7 @@ def _write_smoke_notebooks(folder: Path) -> None:
             "widgets.interactive(show, width=widgets.IntSlider(value=4, min=1, max=10),\n"
             "                    kind=widgets.Dropdown(options=['line', 'bar']))"),
         # A one-question lab built like lab/mlp_lab.ipynb (stub, public test, check) for the self-check path.
-        nbformat.v4.new_code_cell("from coursekit.grading.check import check, expect_close"),
+        nbformat.v4.new_code_cell("from coursekit.selfcheck import check, expect_close"),
         nbformat.v4.new_code_cell(SMOKE_STUB),
         nbformat.v4.new_code_cell(
             "def test_q1_double():\n    \"\"\"double(x) is 2 x\"\"\"\n    x = torch.arange(4.0)\n"
@@ -413,21 +413,38 @@ def check_self_check(driver, reports, solutions: dict[str, str], summary: dict) 
 
 
 SLIDESHOW_LECTURE = "notebooks/01_hidden_layers.ipynb"
+# The screen the slide test presents on (a 720p projector); JupyterLab's default theme and fonts (the test's
+# JupyterLab has settings of its own, none changed).
+SLIDE_SCREEN = {"width": 1280, "height": 720}
+SLIDE_STARTS = ("slide", "subslide")
 
 
-def slide_headings(path: Path, types=("slide", "subslide")) -> list[str]:
-    """The first line (heading marks stripped) of every cell that starts a slide of one of ``types``, in order."""
+def slide_start_cells(path: Path) -> list[int]:
+    """Indices of the cells that start a slide or a sub-slide (RISE's slide metadata), in order."""
     notebook = nbformat.read(path, as_version=4)
-    return [cell.source.strip().splitlines()[0].lstrip("#").strip() for cell in notebook.cells
-            if cell.metadata.get("slideshow", {}).get("slide_type") in types]
+    return [index for index, cell in enumerate(notebook.cells)
+            if cell.metadata.get("slideshow", {}).get("slide_type") in SLIDE_STARTS]
+
+
+def slide_title(notebook, first_cell: int) -> str:
+    """The heading a slide belongs to: the last markdown heading at or before its first cell; a sub-slide that
+    continues a heading's content says so."""
+    for index in range(first_cell, -1, -1):
+        cell = notebook.cells[index]
+        heading = next((line for line in cell.source.splitlines() if re.match(r"#{1,6}\s", line)), None)
+        if cell.cell_type == "markdown" and heading and index <= first_cell:
+            title = heading.lstrip("#").strip()
+            return title if index == first_cell else f"{title} (continued from cell {first_cell})"
+    return f"(no heading before cell {first_cell})"
 
 
 @pytest.mark.timeout(300)
 def test_lecture_renders_as_slideshow(driver, served_root):
     """A lecturer's path: open a lecture, View > Render as Reveal Slideshow (RISE, served locally, no internet),
-    then step through every slide and sub-slide with the arrow key: each shows the heading of the next slide cell."""
-    headings = slide_headings(served_root / SLIDESHOW_LECTURE)
-    top_level = slide_headings(served_root / SLIDESHOW_LECTURE, types=("slide",))
+    then step through every slide and sub-slide with PageDown: each starts with the next slide cell."""
+    starts = slide_start_cells(served_root / SLIDESHOW_LECTURE)
+    notebook = nbformat.read(served_root / SLIDESHOW_LECTURE, as_version=4)
+    top_level = [i for i in starts if notebook.cells[i].metadata["slideshow"]["slide_type"] == "slide"]
     assert len(top_level) >= 3, f"{SLIDESHOW_LECTURE} has too few slides for a slideshow: {top_level}"
     driver.open_lab()
     driver.open_from_file_browser(SLIDESHOW_LECTURE)
@@ -435,15 +452,67 @@ def test_lecture_renders_as_slideshow(driver, served_root):
     seen = [driver.present_slide(frame)]
     assert seen[0]["count"] == len(top_level), (seen[0], top_level)
     frame.locator(".reveal").click()  # keyboard focus in the slides
-    for _ in headings[1:]:
-        driver.page.keyboard.press("ArrowRight")
+    for _ in starts[1:]:
+        driver.page.keyboard.press("PageDown")  # Reveal's "next": sub-slides too (ArrowRight can skip them)
         frame.wait_for_function("(before) => window.location.hash !== before", arg=seen[-1]["hash"], timeout=10_000)
         seen.append(driver.present_slide(frame))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.page.screenshot(path=str(SCREENSHOTS / "slideshow__01_hidden_layers.png"))
+    assert [slide["first_cell"] for slide in seen] == starts, "slides do not start at the slide cells"
+    headings = [notebook.cells[i].source.strip().splitlines()[0].lstrip("#").strip() for i in starts]
     shown = [slide["text"].splitlines()[0].strip() if slide["text"] else None for slide in seen]
-    assert shown == headings, f"slides shown {shown}, expected the slide headings {headings}"
-    assert len({slide["hash"] for slide in seen}) == len(headings), [slide["hash"] for slide in seen]
+    titled = [(s, h) for s, h, i in zip(shown, headings, starts) if notebook.cells[i].source.lstrip().startswith("#")]
+    assert all(s == h for s, h in titled), f"slides shown vs the heading of their first cell: {titled}"
+    assert len({slide["hash"] for slide in seen}) == len(starts), [slide["hash"] for slide in seen]
+
+
+@pytest.fixture(scope="module")
+def slideshow_driver(browser, lab_server):
+    """One 1280x720 page for every lecture's slideshow (one browser, RISE loaded afresh per lecture)."""
+    context = browser.new_context(viewport=SLIDE_SCREEN)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        yield NotebookDriver(page, lab_server)
+    finally:
+        context.close()
+        lab_server.shutdown_kernels()
+
+
+LECTURES = [path for path in course_notebooks() if path.startswith("notebooks/")]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("relative_path", LECTURES)
+def test_every_slide_fits_the_screen(slideshow_driver, served_root, relative_path):
+    """Every slide and sub-slide of the lecture, presented with RISE on a 1280x720 screen at JupyterLab's default
+    font, shows all of its content: nothing runs past the bottom or the right edge, no code or output line hides
+    behind a scrollbar. A failure names the slide's heading and the overflow in px."""
+    notebook = nbformat.read(served_root / relative_path, as_version=4)
+    slideshow_driver.open_slideshow_page(relative_path)
+    slides = slideshow_driver.measure_slides()
+    summary = {"notebook": relative_path, "screen": SLIDE_SCREEN, "slides": slides}
+    problems = []
+    starts = slide_start_cells(served_root / relative_path)
+    if [slide["cells"][0] if slide["cells"] else None for slide in slides] != starts:
+        problems.append(f"the slideshow's slides start at cells {[s['cells'][:1] for s in slides]}, "
+                        f"the notebook's slide cells are {starts}")
+    for slide in slides:
+        title = slide_title(notebook, slide["cells"][0]) if slide["cells"] else "(empty slide)"
+        where = f"slide {slide['hash']} '{title}'"
+        if slide["overflow_y"] > 0:
+            problems.append(f"{where}: {slide['overflow_y']} px too tall (content {slide['height']} px, "
+                            f"cells {slide['cells']})")
+        if slide["overflow_x"] > 0:
+            problems.append(f"{where}: {slide['overflow_x']} px too wide")
+        if slide["clipped_x"] > 0:
+            problems.append(f"{where}: a code or output line {slide['clipped_x']} px wider than its box")
+    summary["problems"] = problems
+    write_summary("slides__" + Path(relative_path).stem, summary)
+    if problems:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        slideshow_driver.page.screenshot(path=str(SCREENSHOTS / f"slides__{Path(relative_path).stem}__last.png"))
+    assert not problems, f"{relative_path} as slides on a 1280x720 screen:\n  " + "\n  ".join(problems)
 
 
 def test_course_notebooks_present():

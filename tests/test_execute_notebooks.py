@@ -69,8 +69,9 @@ def test_lecture_has_slide_metadata_by_rule(path):
     """Every cell of every lecture carries the rule's slide type: re-run it with scripts/execute_notebooks.py."""
     script = load_script()
     nb = nbformat.read(path, as_version=4)
-    wrong = [(i, c.metadata.get("slideshow"), script.slide_type(c, i)) for i, c in enumerate(nb.cells)
-             if c.metadata.get("slideshow", {}).get("slide_type") != script.slide_type(c, i)]
+    expected = script.slide_types(nb)
+    wrong = [(i, c.metadata.get("slideshow"), kind) for (i, c), kind in zip(enumerate(nb.cells), expected)
+             if c.metadata.get("slideshow", {}).get("slide_type") != kind]
     assert not wrong, (f"{path.name}: cells without the rule's slide metadata (index, found, expected) {wrong[:5]}; "
                        f"run scripts/execute_notebooks.py on it")
     assert {c.metadata["slideshow"]["slide_type"] for c in nb.cells} <= RISE_TYPES
@@ -108,3 +109,71 @@ def test_every_heading_starts_a_slide(path):
     buried = [(i, c.source.split("\n")[n][:50]) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
               for n in script.heading_line_numbers(c.source) if n > 0]
     assert not buried, f"{path.name}: headings inside a cell (cell, heading) {buried}; run scripts/execute_notebooks.py"
+
+
+def _png_output(height: int, width: int = 400):
+    """A display_data output of a retina PNG shown at ``height`` px (as matplotlib's inline backend writes it)."""
+    return nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"},
+                                  metadata={"image/png": {"height": height, "width": width}})
+
+
+def test_cell_height_counts_code_lines_outputs_and_folding():
+    script = load_script()
+    code = nbformat.v4.new_code_cell("\n".join(f"x{i} = {i}" for i in range(10)))
+    bare = script.cell_height(code)
+    assert bare == script.CODE_PX["base"] + 10 * script.CODE_PX["line"]
+    # Consecutive prints are one block in JupyterLab: one block's padding, one line each.
+    code.outputs = [nbformat.v4.new_output("stream", text="a\n"), nbformat.v4.new_output("stream", text="b\nc\n")]
+    assert script.cell_height(code) == bare + script.OUTPUT_PX["stream_base"] + 3 * script.OUTPUT_PX["text_line"]
+    # A figure counts at its displayed height (the metadata's, not the retina PNG's pixels).
+    code.outputs = [_png_output(300)]
+    assert script.cell_height(code) == bare + 300 + script.OUTPUT_PX["image_extra"]
+    code.metadata["jupyter"] = {"source_hidden": True}
+    assert script.cell_height(code) == script.CODE_PX["folded"] + 300 + script.OUTPUT_PX["image_extra"]
+
+
+def test_markdown_height_grows_with_headings_text_and_math():
+    script = load_script()
+    short = script.markdown_height("One line.")
+    assert script.markdown_height("## A heading\n\nOne line.") > short
+    assert script.markdown_height("# A title\n\nOne line.") > script.markdown_height("## A heading\n\nOne line.")
+    long_paragraph = " ".join(["word"] * 400)  # ~2,000 characters: many wrapped lines
+    assert script.markdown_height(long_paragraph) > short + 10 * script.MARKDOWN_PX["text_line"]
+    # LaTeX renders shorter than its source; a display formula adds its lines.
+    assert script.markdown_height("$\\mathbf{x}^\\top \\mathbf{w}$ " * 20) < script.markdown_height("x" * 20 * 22)
+    assert script.markdown_height("Text\n$$\na = b\n$$") > script.markdown_height("Text")
+
+
+def test_slide_types_start_a_subslide_where_a_heading_overflows():
+    """Under one heading, the cell that would run past the budget starts a sub-slide, taking its lead-in text."""
+    script = load_script()
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    figure = code("plot()", outputs=[_png_output(320)])
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [md("# Title"), md("## Section\nsome text"), figure, md("The next figure:"), copy_cell(figure),
+                md("### Part"), code("x = 1"), copy_cell(figure)]
+    heights = [script.cell_height(c) for c in nb.cells]
+    assert heights[1] + heights[2] < script.SLIDE_BUDGET_PX < heights[1] + heights[2] + heights[3] + heights[4]
+    assert script.slide_types(nb) == ["slide", "slide", "-", "subslide", "-", "subslide", "-", "-"]
+    # With room for everything, headings alone decide.
+    assert script.slide_types(nb, budget=10_000) == [script.slide_type(c, i) for i, c in enumerate(nb.cells)]
+    # A code cell without a lead-in starts the sub-slide itself; a cell taller than the budget gets one alone.
+    nb.cells = [md("## Section"), copy_cell(figure), copy_cell(figure), code("y = 2"),
+                code("big()", outputs=[_png_output(900)]), code("z = 3")]
+    assert script.slide_types(nb) == ["slide", "-", "subslide", "-", "subslide", "subslide"]
+
+
+def copy_cell(cell):
+    import copy
+    clone = copy.deepcopy(cell)
+    clone.pop("id", None)
+    return clone
+
+
+def test_slide_types_are_deterministic_and_idempotent_on_a_lecture():
+    """Setting the metadata twice changes nothing: the rule reads content, never the metadata it wrote."""
+    script = load_script()
+    nb = nbformat.read(LECTURES[0], as_version=4)
+    first = script.slide_types(nb)
+    script.with_slide_metadata(nb)
+    assert script.slide_types(nb) == first

@@ -84,7 +84,7 @@ def test_bundle_holds_scripts_requirements_package_and_hidden_tests_only(bundle)
         names = set(zf.namelist())
         modes = {i.filename: (i.external_attr >> 16) for i in zf.infolist()}
         assert {"setup.sh", "run_autograder", "requirements.txt", "pyproject.toml", "coursekit/__init__.py",
-                "coursekit/grading/child.py", "autograder/spec.json", "autograder/hidden_tests.py"} <= names
+                "coursekit/grading/warm_server.py", "autograder/spec.json", "autograder/hidden_tests.py"} <= names
         assert modes["run_autograder"] & stat.S_IXUSR and modes["setup.sh"] & stat.S_IXUSR
         assert zf.read("requirements.txt") == (REPO / "requirements.txt").read_bytes()
         assert not any(n.startswith(("lab/", "tests/", ".venv")) or "__pycache__" in n for n in names)

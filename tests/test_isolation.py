@@ -278,8 +278,8 @@ def test_without_root_or_user_namespaces_grading_is_refused_and_says_what_to_ena
     words = sandbox.describe_isolation()
     assert "Permission denied" in words and "apt-get install bubblewrap" in words
     assert "unprivileged_userns_clone" in words
-    with pytest.raises(sandbox.ZygoteError, match="no isolation available"):
-        sandbox.Zygote()
+    with pytest.raises(sandbox.WarmServerError, match="no isolation available"):
+        sandbox.WarmServer()
 
 
 def test_there_is_no_unisolated_mode(monkeypatch):

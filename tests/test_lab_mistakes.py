@@ -3,7 +3,7 @@
 Each mistake is the solution notebook (the student notebook with every answer filled in) broken in one way.
 For each, ``check("qN")`` is run in this process on the notebook's namespace and must say what the grader will
 do ("the grader will not count this: ...", or a targeted hint); then all of them are graded together by
-``grade_folder`` (one warm grading server) and each must get its exact points per question.
+``grade_folder`` (one warm server) and each must get its exact points per question.
 
 Speed: question 6's training cell (the validation table) is a ``grader-skip`` cell: left as the template has it,
 the grader runs its stand-in (its literal assignments) instead, and retrains with the notebook's ``train_mlp`` and
@@ -21,7 +21,7 @@ import pytest
 
 from coursekit.grading import assign
 from coursekit.grading.batch import grade_folder
-from coursekit.grading.check import run_public_tests
+from coursekit.selfcheck import run_public_tests
 from coursekit.grading.labspec import load_spec
 from grading_helpers import require_bwrap
 

@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 from coursekit.grading import assign
-from coursekit.grading.check import run_public_tests
+from coursekit.selfcheck import run_public_tests
 from coursekit.grading.labspec import load_spec
 from test_lab import LAB, SOURCE, _grade, _namespace, _stub_train
 

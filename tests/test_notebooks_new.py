@@ -1,4 +1,4 @@
-"""Helpers used by the new lectures (04 backpropagation, 06 initialisation, 07 representation).
+"""Helpers used by the new lectures (04 backpropagation, 06/06b initialisation and dead units, 07 representation).
 
 The notebooks themselves run under nbval; here only the coursekit conveniences they import.
 """
@@ -30,7 +30,7 @@ def test_draw_graph_rejects_unknown_nodes_and_kinds():
         draw_graph({"a": (0, 0, "tensor")}, [])
 
 
-NEW_LECTURES = ["04_backpropagation", "06_initialization", "07_representation"]
+NEW_LECTURES = ["04_backpropagation", "06_initialization", "06b_dead_relu_units", "07_representation"]
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 

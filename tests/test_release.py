@@ -248,7 +248,7 @@ def test_release_has_the_whole_student_side(edition):
         assert files[rel] == (REPO / rel).read_bytes(), f"{rel} differs from the course's (outputs kept)"
     for rel in ("README.md", "Makefile", "selfcheck.py", "requirements.txt", "environment.yml", "pyproject.toml",
                 ".binder/environment.yml", ".binder/postBuild", "nbval_sanitize.cfg",
-                "coursekit/__init__.py", "coursekit/grading/__init__.py", "coursekit/grading/check.py"):
+                "coursekit/__init__.py", "coursekit/selfcheck.py", "coursekit/banned_calls.py"):
         assert rel in files, rel
     # Every module of the package that the release has is the repository's, byte for byte.
     for rel in (r for r in files if r.startswith("coursekit/")):
@@ -268,10 +268,9 @@ def test_grading_internals_and_instructor_folders_stay_out(edition):
     tops = {rel.split("/")[0] for rel in files}
     assert not tops & {"tests", "bench", "deploy", "instructor", "scripts", "edition"}, tops
     assert not any(rel.startswith(("lab/source", "lab/autograder")) for rel in files)
-    # What the student side imports: the import closure, never the grader's engine or the instructor's CLI.
-    for module in ("sandbox", "runner", "child", "batch", "gradescope", "labspec", "assign", "harvest_driver",
-                   "grade"):
-        assert f"coursekit/grading/{module}.py" not in files, module
+    # What the student side imports: the import closure, never the grader (none of coursekit.grading: what
+    # students import, the self-check and the banned-calls rule, lives outside it) or the instructor's CLI.
+    assert not [rel for rel in files if rel.startswith("coursekit/grading/")]
     assert "coursekit/cli.py" not in files and "coursekit/release.py" not in files
     assert b"[project.scripts]" not in files["pyproject.toml"]
 
@@ -287,17 +286,17 @@ def test_the_leak_check_finds_planted_leaks(edition, secrets, secret_and_taught,
     planted = tmp_path / "planted"
     shutil.copytree(edition, planted, ignore=shutil.ignore_patterns(".git"))
     shutil.copy(SOURCE, planted / "notebooks" / "extra_reading.ipynb")
-    (planted / "coursekit" / "grading" / "data.txt").write_text(HIDDEN.read_text())
+    (planted / "coursekit" / "data.txt").write_text(HIDDEN.read_text())
     found = leaks(planted, secrets)
     assert any(f.startswith("notebooks/extra_reading.ipynb") and "solution" in f for f in found)
-    assert any(f.startswith("coursekit/grading/data.txt") and "hidden" in f for f in found)
+    assert any(f.startswith("coursekit/data.txt") and "hidden" in f for f in found)
     solution_line = next(line for line, where in secrets.items() if where.startswith("solution"))
     nb = nbformat.read(planted / "lab" / "mlp_lab.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code")
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f'he said "{solution_line}"\n')]
     nbformat.write(nb, planted / "lab" / "mlp_lab.ipynb")
     shutil.rmtree(planted / "notebooks")
-    (planted / "coursekit" / "grading" / "data.txt").unlink()
+    (planted / "coursekit" / "data.txt").unlink()
     assert [f for f in leaks(planted, secrets)] == [f"lab/mlp_lab.ipynb: {solution_line!r} ({secrets[solution_line]})"]
     taught = secret_and_taught[1]
     if taught:   # a line a lecture may show in its code is still found in an output
@@ -413,11 +412,11 @@ def _build_and_run(student: Path, tmp_path: Path, env: dict) -> None:
     assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
     print(f"release environment built in {time.monotonic() - started:.0f} s")
     python = student / ".venv" / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import coursekit, coursekit.grading.check as c, sys;"
+    where = subprocess.run([str(python), "-c", "import coursekit, coursekit.selfcheck as c, sys;"
                             "print(coursekit.__file__); print(c.__file__); print(sys.prefix)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(student) for p in where), where
-    missing = subprocess.run([str(python), "-c", "import coursekit.grading.sandbox"], cwd=tmp_path, env=env,
+    missing = subprocess.run([str(python), "-c", "import coursekit.grading"], cwd=tmp_path, env=env,
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
 

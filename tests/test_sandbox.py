@@ -376,7 +376,7 @@ def test_a_dead_grading_server_is_the_graders_failure_and_is_restarted(tmp_path)
         while not server._started and time.monotonic() < deadline:
             time.sleep(0.05)
         server.proc.kill()
-        with pytest.raises(sandbox.ZygoteError, match="died"):
+        with pytest.raises(sandbox.WarmServerError, match="died"):
             fut.result(timeout=60)
     good = make_notebook(tmp_path / "good.ipynb", *GOOD_CELLS)
     r = execute_submission(good, TINY_HARVEST, tiny_inputs(), LIMITS)

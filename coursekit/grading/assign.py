@@ -41,10 +41,8 @@ from pathlib import Path
 import nbformat
 
 from coursekit.grading.labspec import normalized_source
+from coursekit.paths import LAB as DEFAULT_OUT, LAB_SOURCE as DEFAULT_SOURCE
 
-REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_SOURCE = REPO / "lab" / "source" / "mlp_lab_solution.ipynb"
-DEFAULT_OUT = REPO / "lab"
 STUDENT_NAME = "mlp_lab.ipynb"
 AUTOGRADER_DIR = "autograder"
 

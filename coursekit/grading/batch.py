@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coursekit.grading.gradescope import validate_results
+from coursekit.paths import REPO
 from coursekit.grading.outfiles import OutputError, csv_text, prepare_out_dir, spreadsheet_safe, write_output
 from coursekit.grading.results import GRADEBOOK_TAIL, StudentResult, self_check_hints
 from coursekit.grading.term import describe_delta
@@ -150,8 +151,7 @@ def _scrub(value, internal: list[str]):
 
 
 def _internal_paths(*paths) -> list[str]:
-    here = Path(__file__).resolve().parents[2]       # where the coursekit package lives (a checkout: the repo)
-    found = {str(p) for p in (*paths, here) if p is not None and len(str(p)) > 1}
+    found = {str(p) for p in (*paths, REPO) if p is not None and len(str(p)) > 1}   # REPO: where coursekit is
     found |= {str(Path(p).resolve()) for p in found}
     return sorted(found, key=len, reverse=True)
 
@@ -262,7 +262,7 @@ def _warn_if_readable(spec, out: Path, log) -> None:
     exposed = sandbox.check_unreadable(paths, sandbox.SANDBOX_UID_BASE)
     if sandbox.check_unreadable([Path(sys.base_prefix) / "lib"], sandbox.SANDBOX_UID_BASE) == []:
         log(f"WARNING: Python's standard library ({sys.base_prefix}) is not readable by the sandbox's uid: "
-            "a notebook that imports a module the grading server did not load will fail")
+            "a notebook that imports a module the warm server did not load will fail")
     if exposed:
         log("WARNING: no bubblewrap, so student code runs as an unprivileged uid only, and it can read: "
             + ", ".join(exposed) + ". Make them unreadable (chmod 700 on a folder above) or install bubblewrap.")

@@ -31,15 +31,13 @@ MACHINERY_MODULES = {
     "sys.monitoring": "the interpreter's monitoring hooks",
     "threading": None,      # legitimate (DataLoader); listed so that 'from threading import settrace' is seen
     "fcntl": "fcntl (file descriptors: the job's channels to the grader)",
-    "socket": "sockets (the job's channel to the grading server is one)",
-    "_socket": "sockets (the job's channel to the grading server is one)",
+    "socket": "sockets (the job's channel to the warm server is one)",
+    "_socket": "sockets (the job's channel to the warm server is one)",
     "mmap": "mmap (raw memory)",
     "_thread": "_thread (threads below threading)",
     "multiprocessing.reduction": "passing file descriptors between processes",
     "traceback": "tracebacks and their frames (a way to reach the grader's objects)",
 }
-# what the lab notebook itself imports from the grading package (the student's self-check)
-STUDENT_GRADING_MODULE = "coursekit.grading.check"
 MACHINERY_NAMES = {
     "TorchFunctionMode": "a TorchFunctionMode (it changes what torch calls do)",
     "TorchDispatchMode": "a TorchDispatchMode (it changes what torch calls do)",
@@ -143,8 +141,8 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def _check_module(self, node, name):
-        if name.startswith("coursekit.grading") and name != "coursekit.grading" \
-                and not name.startswith(STUDENT_GRADING_MODULE):
+        # what students import (coursekit.selfcheck, coursekit.banned_calls) is outside the grading package
+        if name.startswith("coursekit.grading."):
             self.flag(node, f"imports {name} (the grader's own code)")
             return
         for mod, why in MACHINERY_MODULES.items():

@@ -21,6 +21,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+from coursekit.paths import AUTOGRADER, REPO
+
 __all__ = ["results_json", "validate_results", "build_bundle", "SETUP_SH", "RUN_AUTOGRADER", "DEFAULT_VISIBILITY",
            "visibility_setting"]
 
@@ -132,17 +134,13 @@ def validate_results(results: dict) -> None:
         raise ValueError(f"results.score {results['score']} is not the sum of the tests' scores {total}")
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent.parent
-
-
 def build_bundle(out_zip, autograder_dir=None, visibility: str = DEFAULT_VISIBILITY) -> Path:
     """Write the Gradescope autograder zip: setup.sh, run_autograder, requirements, coursekit, hidden tests.
     ``visibility``: when students see the hidden tests' results (Gradescope's ``visibility`` of each test)."""
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}, got {visibility!r}")
-    repo = _repo_root()
-    hidden = Path(autograder_dir) if autograder_dir else repo / "lab" / "autograder"
+    repo = REPO
+    hidden = Path(autograder_dir) if autograder_dir else AUTOGRADER
     for needed in (hidden / "spec.json", hidden / "hidden_tests.py", repo / "requirements.txt",
                    repo / "pyproject.toml", repo / "coursekit" / "__init__.py"):
         if not needed.is_file():

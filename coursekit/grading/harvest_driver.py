@@ -152,12 +152,12 @@ class _CkRecorder:
 
 
 def _ck_banned_calls():
-    """:mod:`coursekit.grading.banned_calls` (the rule for "torch's activations are not allowed"), run afresh
+    """:mod:`coursekit.banned_calls` (the rule for "torch's activations are not allowed"), run afresh
     from the source text that labspec puts in ``_CK_BANNED_CALLS_SOURCE``: a module the notebook replaced or
     patched in ``sys.modules`` is never used."""
     import types
     module = types.ModuleType("_ck_banned_calls")
-    exec(compile(_CK_BANNED_CALLS_SOURCE, "coursekit/grading/banned_calls.py", "exec"), module.__dict__)
+    exec(compile(_CK_BANNED_CALLS_SOURCE, "coursekit/banned_calls.py", "exec"), module.__dict__)
     return module
 
 
@@ -198,7 +198,7 @@ def _ck_harvest_main(harvesters, namespace):
 
     In the sandbox the harvest process provides ``_ck_inputs`` (the hidden tests' inputs, which no cell could
     read), ``_ck_refs`` and ``_ck_per_question``, which runs each question in a process of its own and writes
-    its frame (see ``coursekit.grading.child``). Run in process without them (the lab's own tests), it reads
+    its frame (see ``coursekit.grading.warm_server``). Run in process without them (the lab's own tests), it reads
     ``inputs.npz`` and writes ``outputs.npz`` and ``outputs.json`` in the working folder instead."""
     per_question = namespace.get("_ck_per_question")
     if per_question is not None:

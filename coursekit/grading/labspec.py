@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coursekit.grading.paths import AUTOGRADER as DEFAULT_AUTOGRADER_DIR
-from coursekit.grading.paths import BANNED_CALLS
-from coursekit.grading.paths import HARVEST_DRIVER as DRIVER
+from coursekit.paths import AUTOGRADER as DEFAULT_AUTOGRADER_DIR
+from coursekit.paths import BANNED_CALLS
+from coursekit.paths import HARVEST_DRIVER as DRIVER
 
 QUESTION_NAME = re.compile(r"^q(\d+)$")
 

@@ -2,11 +2,11 @@
 from them), the job the grader hands to the warm server, the events a job reports, and the results frame
 only the grader's harvest can produce.
 
-Standard library only: ``child.py`` imports it inside the sandbox before any student code runs.
+Standard library only: ``warm_server.py`` imports it inside the sandbox before any student code runs.
 
 One job's trip (see ``coursekit.grading.runner``)::
 
-    grader                                  warm server (child.py --serve)       job process (a fork of it)
+    grader                                  warm server (warm_server.py --serve)       job process (a fork of it)
     writes job.json, inputs.npz        ->   ServerCommand (stdin, one line)  ->  reads them as root, unlinks them,
                                        <-   ServerReply "started"                 own pid + mount namespace,
                                                                                   own /dev/shm and /tmp, drops uid

@@ -4,9 +4,9 @@
 ``coursekit.grading.grade``): the only step that runs student code. It
 
 1. reads the notebook in the grader (corrupt JSON, a missing ``cells`` list: status ``invalid-notebook``);
-2. makes a fresh job folder (``sandbox.Zygote.new_job``) and puts the job in it for the job process alone
+2. makes a fresh job folder (``sandbox.WarmServer.new_job``) and puts the job in it for the job process alone
    (``protocol.JobSpec``, the inputs; root-only files the job reads and deletes before any cell runs);
-3. has the warm grading server (shared by every submission this process grades) fork a process for it, under
+3. has the warm server (shared by every submission this process grades) fork a process for it, under
    a uid of its own, in namespaces of its own: every code cell in order (through IPython's input
    transformation), each with its own time limit and the submission's deadline, going on past a cell that
    fails;
@@ -253,18 +253,18 @@ def _reason_text(killed_for, returncode, limits: Limits) -> tuple[str, str]:
     return "killed", f"the Python process ended (exit code {returncode}), e.g. by os._exit()"
 
 
-_ZYGOTE = [None]
-_ZYGOTE_LOCK = threading.Lock()
+_WARM_SERVER = [None]
+_WARM_SERVER_LOCK = threading.Lock()
 
 
-def warm_server() -> sandbox.Zygote:
-    """The grading server shared by every submission this process grades (started on first use)."""
-    with _ZYGOTE_LOCK:
-        z = _ZYGOTE[0]
+def warm_server() -> sandbox.WarmServer:
+    """The warm server shared by every submission this process grades (started on first use)."""
+    with _WARM_SERVER_LOCK:
+        z = _WARM_SERVER[0]
         if z is None or not z.alive():
             if z is not None:
                 z.close()
-            z = _ZYGOTE[0] = sandbox.Zygote()
+            z = _WARM_SERVER[0] = sandbox.WarmServer()
             if not getattr(warm_server, "_registered", False):
                 atexit.register(shutdown_server)
                 warm_server._registered = True
@@ -273,17 +273,17 @@ def warm_server() -> sandbox.Zygote:
 
 def shutdown_server():
     """Stop the shared grading server (it is started again when needed)."""
-    with _ZYGOTE_LOCK:
-        if _ZYGOTE[0] is not None:
-            _ZYGOTE[0].close()
-            _ZYGOTE[0] = None
+    with _WARM_SERVER_LOCK:
+        if _WARM_SERVER[0] is not None:
+            _WARM_SERVER[0].close()
+            _WARM_SERVER[0] = None
 
 
 def execute_submission(notebook_path, harvest_code: str, inputs: dict, limits: Limits | None = None,
                        template_cells: dict[str, str] | None = None) -> ExecutionResult:
     """Run a notebook's cells and ``harvest_code`` in the sandbox; return the harvested data. Never raises for
     anything the submission does; a bad notebook file gives status ``invalid-notebook``. Raises
-    ``sandbox.ZygoteError`` only if the grading server itself cannot start or dies (no grade then).
+    ``sandbox.WarmServerError`` only if the warm server itself cannot start or dies (no grade then).
 
     ``template_cells``: ``{normalized source: stand-in}`` (``LabSpec.template_cells``): a cell whose source,
     trailing whitespace aside, is still such a template cell runs as its stand-in instead (a self-check's output
@@ -374,6 +374,9 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         out_fd = os.open(host / protocol.OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         ev_fd = os.open(host / protocol.EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         srv_fd = os.open(host / protocol.SERVER_EVENTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        # read through this descriptor only: the server unlinks the file before the job exists (in mode userns
+        # the job is the file's owner and could otherwise open it by name)
+        res_fd = os.open(host / protocol.RESULTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         events, server_events = _EventReader(ev_fd), _EventReader(srv_fd)
         nonce = secrets.token_bytes(protocol.NONCE_BYTES)
         cmd = z.command(job_id, inside, uid, limits)
@@ -388,7 +391,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                 elapsed = time.monotonic() - start
                 tracker.server(server_events.poll(), elapsed)
                 if tracker.harvest_since is not None:
-                    tracker.results_grew(os.stat(host / protocol.RESULTS_FILE).st_size, elapsed)
+                    tracker.results_grew(os.fstat(res_fd).st_size, elapsed)
                 reason = tracker(events.poll(), elapsed)
                 if z.exit_code(job_id) is not None:
                     break
@@ -410,7 +413,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                     z.wait_exit(job_id, limits.kill_wait)
                     break
                 time.sleep(0.05)
-        except sandbox.ZygoteError:
+        except sandbox.WarmServerError:
             killed_for = "server"
         finally:
             if pid is not None:
@@ -426,8 +429,10 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         results = None
         if tracker.harvest_since is not None:
             per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
-            data = _read_regular(host / protocol.RESULTS_FILE, 16 * per_question)
+            size = os.fstat(res_fd).st_size
+            data = os.pread(res_fd, size, 0) if size <= 16 * per_question else None
             results = protocol.decode_frames(data or b"", nonce)
+        os.close(res_fd)
         return killed_for, code, output, results
     finally:
         shutil.rmtree(host, ignore_errors=True)
@@ -475,7 +480,7 @@ def _merge_frames(result: ExecutionResult, results, limits: Limits):
 
 
 def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, result: ExecutionResult):
-    z = warm_server()       # ZygoteError if it cannot start: the grader's failure, not the student's
+    z = warm_server()       # WarmServerError if it cannot start: the grader's failure, not the student's
     skip: dict[int, str] = {}
     finished: dict[int, tuple] = {}
     worst = "ok"
@@ -529,7 +534,7 @@ def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, resu
             break
         if killed_for == "server":
             # the grader's failure, not the student's: no grade (a batch tries it again on its next run)
-            raise sandbox.ZygoteError("the grading server died while running this notebook")
+            raise sandbox.WarmServerError("the warm server died while running this notebook")
         status, words = _reason_text(killed_for, code, limits)
         worst = max(worst, status, key=STATUS_ORDER.index)
         if isinstance(tracker.current, int):

@@ -1,6 +1,6 @@
 """Where untrusted notebook code runs: a sandboxed warm server that forks one process per job.
 
-``Zygote`` starts ``coursekit/grading/child.py --serve`` once (torch, d2l, IPython, the data set loaded), in
+``WarmServer`` starts ``coursekit/grading/warm_server.py --serve`` once (torch, d2l, IPython, the data set loaded), in
 the sandbox; each job is a fork of it, with limits (``protocol.Limits``). The job/event protocol is
 ``coursekit.grading.protocol``. Student code never runs as root, nor with any capability.
 
@@ -53,10 +53,10 @@ import time
 from pathlib import Path
 
 from coursekit.grading import protocol
-from coursekit.grading.paths import CHILD_PROGRAM
+from coursekit.paths import PACKAGE, WARM_SERVER_PROGRAM
 from coursekit.grading.protocol import Limits, ServerCommand, ServerReply
 
-__all__ = ["Limits", "Zygote", "ZygoteError", "UidSlot", "isolation_mode", "describe_isolation", "MODES",
+__all__ = ["Limits", "WarmServer", "WarmServerError", "UidSlot", "isolation_mode", "describe_isolation", "MODES",
            "relies_on_permissions", "cgroup_memory_limit_mb", "default_memory_mb"]
 
 MODES = ("bwrap", "namespaces", "container", "userns")      # strongest first
@@ -367,9 +367,7 @@ def _ancestors(path: Path):
 
 def readable_paths(extra=()) -> list[Path]:
     """What the sandbox must see read-only: Python, the venv, the coursekit package, the dataset."""
-    import coursekit
-    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent,
-             Path(coursekit.__file__).resolve().parent]
+    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent, PACKAGE]
     try:
         from coursekit.data import find_data_dir
         data_dir = find_data_dir()
@@ -468,7 +466,7 @@ def job_env(home: str, tmp: str) -> dict:
     return env
 
 
-class ZygoteError(RuntimeError):
+class WarmServerError(RuntimeError):
     """The warm server could not start or died."""
 
 
@@ -522,8 +520,8 @@ def _prepare_data(folder: Path) -> bool:
     return True
 
 
-class Zygote:
-    """The warm server (``child.py --serve``) in its sandbox, and the job folders ("spool") it works in.
+class WarmServer:
+    """The warm server (``warm_server.py --serve``) in its sandbox, and the job folders ("spool") it works in.
 
     Thread-safe: several jobs may run at once, each in its own folder with its own uid.
     """
@@ -531,7 +529,7 @@ class Zygote:
     def __init__(self, start_timeout: float = 600.0):
         self.mode = isolation_mode()
         if self.mode == "unavailable":
-            raise ZygoteError("no isolation available, so no grading (student code never runs unisolated): "
+            raise WarmServerError("no isolation available, so no grading (student code never runs unisolated): "
                               + describe_isolation())
         clean_stale_spools()
         self.spool = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX))     # 0700: the grader's
@@ -551,7 +549,7 @@ class Zygote:
         self._counter = 0
         self.ready_seconds = None
         self.failure = None
-        argv = [sys.executable, "-I", "-B", "-u", str(CHILD_PROGRAM), "--serve"]
+        argv = [sys.executable, "-I", "-B", "-u", str(WARM_SERVER_PROGRAM), "--serve"]
         env = job_env("/tmp" if self.bwrapped else str(self.spool), "/tmp" if self.bwrapped else str(self.spool))
         if self.namespaces:
             env["COURSEKIT_SANDBOX_ISOLATE"] = "1"
@@ -583,7 +581,7 @@ class Zygote:
         started.wait()
         if "error" in spawned:
             self._remove_spool()
-            raise ZygoteError(f"the grading server could not be started: {spawned['error']}")
+            raise WarmServerError(f"the warm server could not be started: {spawned['error']}")
         self.proc = spawned["proc"]
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -591,14 +589,14 @@ class Zygote:
             if not self._cond.wait_for(lambda: self.ready_seconds is not None or self.failure is not None
                                        or self.proc.poll() is not None, timeout=start_timeout):
                 self.close()
-                raise ZygoteError(f"the grading server did not start within {start_timeout:g} s")
+                raise WarmServerError(f"the warm server did not start within {start_timeout:g} s")
         if self.ready_seconds is None:
             log = (self.spool / "server.log").read_text(errors="replace")[-2000:]
             self.close()
             if self.failure:
-                raise ZygoteError(f"the grading server cannot isolate jobs ({self.failure}); refusing to grade "
+                raise WarmServerError(f"the warm server cannot isolate jobs ({self.failure}); refusing to grade "
                                   f"unisolated (mode {self.mode}: {describe_isolation()})")
-            raise ZygoteError(f"the grading server failed to start: {log}")
+            raise WarmServerError(f"the warm server failed to start: {log}")
 
     def _read(self):
         for line in self.proc.stdout:
@@ -651,15 +649,15 @@ class Zygote:
     def start(self, cmd: ServerCommand, timeout: float = 30.0):
         """Fork the job described by ``cmd``; returns its pid (as the server sees it)."""
         if not self.alive():
-            raise ZygoteError("the grading server is not running")
+            raise WarmServerError("the warm server is not running")
         with self._lock:
             self.proc.stdin.write(cmd.to_line())
             self.proc.stdin.flush()
         with self._cond:
             if not self._cond.wait_for(lambda: cmd.job_id in self._started or not self.alive(), timeout=timeout):
-                raise ZygoteError("the grading server did not start the job")
+                raise WarmServerError("the warm server did not start the job")
             if cmd.job_id not in self._started:
-                raise ZygoteError("the grading server died")
+                raise WarmServerError("the warm server died")
             return self._started[cmd.job_id]
 
     def exit_code(self, job_id):

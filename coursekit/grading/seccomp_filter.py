@@ -1,6 +1,6 @@
 """A seccomp filter for a grading job: the system calls student code has no use for, refused with EPERM.
 
-Installed by the job's process on itself (``child.py``), after it dropped its uid and set ``no_new_privs``,
+Installed by the job's process on itself (``warm_server.py``), after it dropped its uid and set ``no_new_privs``,
 before any cell runs; every process it starts inherits it. Standard library only (it runs in the sandbox).
 
 Refused: new namespaces (``unshare``, ``setns``, ``clone`` with a namespace flag; ``clone3`` says ENOSYS so

@@ -6,7 +6,8 @@ lab/source/mlp_lab_solution.ipynb. Edit the source notebook, not this file."""
 import numpy as np
 import torch
 
-from coursekit.grading import banned_calls, scoring
+from coursekit import banned_calls
+from coursekit.grading import scoring
 
 Q1 = {"name": "q1", "title": "Activation functions", "points": {"relu": 2, "sigmoid": 2, "tanh": 2}}
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import sys
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from coursekit.grading import banned_calls
+from coursekit import banned_calls
+from coursekit.paths import PACKAGE
 
 __all__ = ["CheckFailed", "Outcome", "check", "run_public_tests", "expect", "expect_tensor", "expect_close",
            "expect_allowed", "expect_closed_form", "expect_no_autograd", "expect_training_loop", "describe"]
@@ -130,7 +130,7 @@ def expect_close(what: str, got, expected: torch.Tensor, *, rtol: float = 1e-5, 
 
 def expect_allowed(what: str, fn, *inputs: torch.Tensor) -> None:
     """Fail if ``fn`` (called on each of ``inputs``) uses what the grader does not count: torch's own activation
-    functions, however reached (the grader's rule, :mod:`coursekit.grading.banned_calls`)."""
+    functions, however reached (the grader's rule, :mod:`coursekit.banned_calls`)."""
     for x in inputs:
         fn(x)  # its own errors (a TODO stub included) are reported as such, not as "allowed"
     used = banned_calls.banned_calls_of(fn, inputs)
@@ -224,7 +224,7 @@ def _tests_for(question: str, namespace: dict) -> list:
 
 def _where_in_student_code(exc: BaseException) -> str:
     """' (in relu, line 3 of its cell)': the last frame that is the student's code, not torch or coursekit."""
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(PACKAGE)
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         name = frame.filename
         if name.startswith(here) or "site-packages" in name or name.startswith(sys.prefix) or name.startswith("<frozen"):

@@ -1,6 +1,6 @@
 """The program that runs *inside* the sandbox: a warm server that forks one process per submission.
 
-``python -I -B -u child.py --serve`` (started by ``coursekit.grading.sandbox.Zygote``) imports torch,
+``python -I -B -u warm_server.py --serve`` (started by ``coursekit.grading.sandbox.WarmServer``) imports torch,
 coursekit, d2l, matplotlib and IPython and loads Fashion-MNIST once, then reads one ``ServerCommand`` per line
 on stdin (see ``coursekit.grading.protocol``). For each job it forks; the fork
 
@@ -759,6 +759,10 @@ class _HarvestChannel:
         self.inputs = os.open(f"{folder}/{protocol.INPUTS_FILE}", os.O_RDONLY | os.O_NOFOLLOW)
         os.unlink(f"{folder}/{protocol.INPUTS_FILE}")
         self.log_fd = os.open(f"{folder}/{protocol.SERVER_EVENTS_FILE}", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        # gone by name before the job exists (the grader reads both through descriptors of its own): in mode
+        # userns the job is their owner (uid 0 of the namespace) and could otherwise open them to forge
+        os.unlink(f"{folder}/{protocol.RESULTS_FILE}")
+        os.unlink(f"{folder}/{protocol.SERVER_EVENTS_FILE}")
         self.nonce = bytes.fromhex(cmd.nonce)
 
     def server_fds(self):
@@ -1024,4 +1028,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
     else:
-        sys.exit("usage: child.py --serve   (started by coursekit.grading.sandbox.Zygote)")
+        sys.exit("usage: warm_server.py --serve   (started by coursekit.grading.sandbox.WarmServer)")
