@@ -152,10 +152,15 @@ def test_hidden_tests_and_check_agree_on_a_mistake(spec, tmp_path, case):
 
 
 def test_hidden_rms_is_called_on_the_graders_own_model(spec, tmp_path):
-    """A hidden_rms that reads attributes other than params and activation fails on the grader's model."""
+    """A hidden_rms that reads attributes other than params and activation fails on the grader's model, and
+    check("q3") says so."""
     ns = _namespace({"q1", "q3"})
     ns["train_mlp"] = _stub_train
-    ns["hidden_rms"] = lambda model, X: [0.0] * (len(model.hidden_sizes))
+    solution = ns["hidden_rms"]
+    ns["hidden_rms"] = lambda model, X: solution(model, X.reshape(-1, model.num_inputs))
     q3 = _grade(spec, ns, tmp_path)["q3"]
     (line,) = q3.failed
     assert line.startswith("hidden_rms (0/") and "AttributeError" in line, line
+    (outcome,) = [o for o in run_public_tests("q3", ns) if o.status != "pass"]
+    assert outcome.status == "fail" and "the grader will not count this: hidden_rms on a model that has only params " \
+        "and activation raised AttributeError" in outcome.message, outcome

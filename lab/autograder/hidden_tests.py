@@ -271,6 +271,10 @@ def harvest_q3(rec, inputs):
             self.params = torch.nn.ParameterList([torch.nn.Parameter(w) for w in weights])
             self.activation = activation
 
+        def forward(self, X):
+            raise RuntimeError("hidden_rms should compute each hidden layer from model.params and model.activation; "
+                               "the grader's model gives no logits")
+
     for case in ("relu", "tanh"):
         key = f"q3.rms.{case}"
         layers = len([k for k in inputs if k.startswith(f"{key}.W")])
