@@ -1159,8 +1159,8 @@ def loop_problem(inputs, outputs, meta):
         return "the parameters of the small network could not be read back after train_mlp"
     before = [inputs[f"q6.loop_{name}"] for name in ("W1", "b1", "W2", "b2")]
     if all(np.array_equal(g, b) for g, b in zip(got, before)):
-        return ("train_mlp did not change model.params: update each parameter in place (parameter -= lr * "
-                "gradient, under torch.no_grad())")
+        return ("train_mlp did not change model.params: update each parameter in place (W -= lr * dW, "
+                "under torch.no_grad())")
     for name, g, e in zip(("W1", "b1", "W2", "b2"), got, expected):
         error = float(np.abs(g.astype(np.float64) - e.numpy()).max())
         if not error <= 1e-5:
