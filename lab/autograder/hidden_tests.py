@@ -998,7 +998,8 @@ def harvest_q6(rec, inputs):
 
             def __iter__(self):
                 while self.batches:
-                    yield self.batches.pop(0)
+                    X, y = self.batches.pop(0)
+                    yield (X.unsqueeze(1).float().div_(255) if X.dtype == torch.uint8 else X), y
 
         class BudgetData:
             def train_dataloader(self):
@@ -1015,10 +1016,11 @@ def harvest_q6(rec, inputs):
         return BudgetData()
 
     def image_epochs(images, labels, generator, epochs):
+        """Each epoch's minibatches, cut up front as uint8 (scaled to [0, 1] floats only when handed out)."""
         for _ in range(epochs):
             order = torch.randperm(len(labels), generator=generator)
-            yield [(images[order[i:i + batch_size]].unsqueeze(1).float().div_(255),
-                    labels[order[i:i + batch_size]]) for i in range(0, len(labels), batch_size)]
+            yield [(images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
+                   for i in range(0, len(labels), batch_size)]
 
     train = ns.get("train_mlp")
     if not callable(train):
@@ -1067,6 +1069,7 @@ def harvest_q6(rec, inputs):
             return
         rec.note(f"q6.seed{k}", summary(returned))
         send_params(f"q6.seed{k}", model)
+        del model, data
     # The control: the same call on a few training images whose labels are shuffled. A train_mlp that learns
     # from the data it is given reaches chance there; one that returns weights made elsewhere does not.
     seed = int(inputs["q6.control_seed"])
