@@ -392,7 +392,8 @@ def test_grader_runs_stand_ins_for_unchanged_template_cells_and_edited_cells_as_
     assert grade.points() == POINTS and grade.cell_errors == [], grade.feedback_text
     assert "were not run by the grader" in grade.feedback_text
     grade = graded_notebooks["edited-training-cell"]
-    assert grade.points() == dict(POINTS, q3=0), grade.feedback_text
+    # every q3 test that builds an MLP fails; hidden_rms (4 points) is tested on the grader's own model
+    assert grade.points() == dict(POINTS, q3=4), grade.feedback_text
     assert "a notebook cell ran: ['training']" in grade.feedback_text
 
 
