@@ -94,7 +94,7 @@ def run_d2l(data, epochs, seed, standardize):
 
 def run_coursekit(epochs, seed, standardize):
     start = time.perf_counter()
-    data = coursekit.FashionMNIST(batch_size=256)
+    data = coursekit.FashionMNIST(batch_size=256, val_size=None)  # all 60,000 images, as d2l
     torch.manual_seed(seed)
     model = MLP(standardize=standardize)
     history = coursekit.train(model, data, num_epochs=epochs, lr=0.1, seed=seed, progress=False, live=False)

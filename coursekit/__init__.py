@@ -3,7 +3,8 @@
 Students mostly need::
 
     import coursekit
-    data = coursekit.FashionMNIST(batch_size=256)     # a d2l DataModule, offline and fast
+    data = coursekit.FashionMNIST(batch_size=256)     # a d2l DataModule, offline and fast; validates on a
+                                                      # split of the training images, not the test set
     history = coursekit.train(model, data, num_epochs=10, lr=0.1)
 """
 from coursekit.device import get_device

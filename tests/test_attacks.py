@@ -34,8 +34,7 @@ SOURCE = REPO / "lab" / "source" / "mlp_lab_solution.ipynb"
 TEMPLATE = REPO / "lab" / "mlp_lab.ipynb"
 AUTOGRADER = REPO / "lab" / "autograder"
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "q6")
-FULL = {"q1": 12, "q2": 9, "q3": 8, "q4": 20, "q5": 25, "q6": 26}
-FAST = ("NUM_EPOCHS = 2\n", "NUM_EPOCHS = 0  # this test's speed-up; the grader ignores it\n")
+FULL = {"q1": 6, "q2": 6, "q3": 20, "q4": 24, "q5": 20, "q6": 24}
 pytestmark = pytest.mark.slow
 
 # A thread started by a cell that runs on while the next cell sleeps: it writes fake events (every cell ended,
@@ -79,29 +78,31 @@ FORGER = textwrap.dedent('''
 PREPARED_WEIGHTS = textwrap.dedent('''
     import coursekit
     _honest = train_mlp
-    _prepared = MLPScratch(784, 10, 256, 0.1)
-    _honest(_prepared, coursekit.FashionMNIST(batch_size=256), 1, 0.1)
-    PREPARED = {name: getattr(_prepared, name).detach().clone() for name in ("W1", "b1", "W2", "b2")}
+    _prepared = MLP(784, 10, [256])
+    _honest(_prepared, coursekit.FashionMNIST(batch_size=256, val_size=None), 1, 0.3)
+    PREPARED = [p.detach().clone() for p in _prepared.params]
 
-    def train_mlp(model, data, num_epochs, lr):
+    def train_mlp(model, data, num_epochs, lr, weight_decay=0.0):
+        if [p.shape for p in model.params] != [p.shape for p in PREPARED]:   # the small network: honest
+            return _honest(model, data, num_epochs, lr, weight_decay)
         with torch.no_grad():
-            for name, value in PREPARED.items():
-                getattr(model, name).copy_(value)
-        return [0.6, 0.5]
+            for parameter, value in zip(model.params, PREPARED):
+                parameter.copy_(value)
+        return [0.6] * num_epochs
 ''')
 
 TEST_SET_FINETUNE = textwrap.dedent('''
     import coursekit
     _honest = train_mlp
 
-    def train_mlp(model, data, num_epochs, lr):
-        losses = _honest(model, data, num_epochs, lr)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        for X, y in coursekit.FashionMNIST(batch_size=256).val_dataloader():    # the test images
-            loss = F.cross_entropy(model(X), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    class _TestImages:
+        def train_dataloader(self):
+            return coursekit.FashionMNIST(batch_size=256, val_size=None).val_dataloader()    # the test images
+
+    def train_mlp(model, data, num_epochs, lr, weight_decay=0.0):
+        losses = _honest(model, data, num_epochs, lr, weight_decay)
+        if model.params[0].shape[0] == 784:
+            _honest(model, _TestImages(), 2, lr, weight_decay)
         return losses
 ''')
 
@@ -109,15 +110,17 @@ OWN_DATA = textwrap.dedent('''
     import coursekit
     _honest = train_mlp
 
-    def train_mlp(model, data, num_epochs, lr):
+    def train_mlp(model, data, num_epochs, lr, weight_decay=0.0):
+        if model.params[0].shape[0] != 784:
+            return _honest(model, data, num_epochs, lr, weight_decay)
         full = getattr(data, "data", None) or coursekit.FashionMNIST(batch_size=256)   # what is behind the budget
-        return _honest(model, full, 3, lr)[:num_epochs]
+        return _honest(model, full, 3, lr, weight_decay)[:num_epochs]
 ''')
 
 ENDLESS = textwrap.dedent('''
     import time
 
-    def train_mlp(model, data, num_epochs, lr):
+    def train_mlp(model, data, num_epochs, lr, weight_decay=0.0):
         while True:
             try:
                 time.sleep(0.5)
@@ -128,13 +131,18 @@ ENDLESS = textwrap.dedent('''
 THREAD_BACKWARD = textwrap.dedent('''
     import threading
 
-    def backward(X, y, W1, b1, W2, b2, activation, activation_grad):
+    def backward(X, y, params, activation, activation_grad, weight_decay=0.0):
         box = {}
 
         def work():      # autograd where the calling thread's trace does not look
-            params = [p.detach().clone().requires_grad_(True) for p in (W1, b1, W2, b2)]
-            O = activation(X @ params[0] + params[1]) @ params[2] + params[3]
-            box["grads"] = tuple(g.detach() for g in torch.autograd.grad(F.cross_entropy(O, y), params))
+            leaves = [p.detach().clone().requires_grad_(True) for p in params]
+            H = X
+            for i in range(0, len(leaves), 2):
+                H = H @ leaves[i] + leaves[i + 1]
+                if i + 2 < len(leaves):
+                    H = activation(H)
+            loss = F.cross_entropy(H, y) + weight_decay / 2 * sum((W ** 2).sum() for W in leaves[0::2])
+            box["grads"] = [g.detach() for g in torch.autograd.grad(loss, leaves)]
 
         thread = threading.Thread(target=work)
         thread.start()
@@ -159,12 +167,17 @@ FRAME_WALK = textwrap.dedent('''
 ''')
 
 FINITE_DIFFERENCES = textwrap.dedent('''
-    def backward(X, y, W1, b1, W2, b2, activation, activation_grad):
-        params = [W1, b1, W2, b2]
+    def backward(X, y, params, activation, activation_grad, weight_decay=0.0):
+        params = [p.detach().clone() for p in params]
         eps = 1e-6 if X.dtype == torch.float64 else 1e-2
 
         def loss():
-            return F.cross_entropy(activation(X @ params[0] + params[1]) @ params[2] + params[3], y).item()
+            H = X
+            for i in range(0, len(params), 2):
+                H = H @ params[i] + params[i + 1]
+                if i + 2 < len(params):
+                    H = activation(H)
+            return (F.cross_entropy(H, y) + weight_decay / 2 * sum((W ** 2).sum() for W in params[0::2])).item()
 
         grads = []
         for p in params:
@@ -178,7 +191,7 @@ FINITE_DIFFERENCES = textwrap.dedent('''
                 flat[i] = old
                 g[i] = (plus - minus) / (2 * eps)
             grads.append(g.reshape(p.shape))
-        return tuple(grads)
+        return grads
 ''')
 
 # name -> (start from the solution?, cells added after a cell: [(cell id, code)], {question: points lost},
@@ -189,10 +202,10 @@ ATTACKS = {
     "prepared_weights": (True, [("q6-solution", PREPARED_WEIGHTS)], {"q6": 20}, "shuffled labels"),
     "test_set_finetune": (True, [("q6-solution", TEST_SET_FINETUNE)], {"q6": 20}, "shuffled labels"),
     "own_data_more_epochs": (True, [("q6-solution", OWN_DATA)], {"q6": 20}, "shuffled labels"),
-    "endless_training": (True, [("q6-solution", ENDLESS)], {"q6": 26}, None),
-    "thread_in_backward": (True, [("q5-solution", THREAD_BACKWARD)], {"q5": 17}, "a thread"),
-    "frame_walk": (True, [("q1-solution", FRAME_WALK)], {"q1": 4}, "a frame (tb_frame)"),
-    "finite_differences": (True, [("q5-solution", FINITE_DIFFERENCES)], {"q5": 17}, "finite-difference gradient"),
+    "endless_training": (True, [("q6-solution", ENDLESS)], {"q6": 24}, None),
+    "thread_in_backward": (True, [("q4-solution", THREAD_BACKWARD)], {"q4": 24}, "a thread"),
+    "frame_walk": (True, [("q1-solution", FRAME_WALK)], {"q1": 2}, "a frame (tb_frame)"),
+    "finite_differences": (True, [("q4-solution", FINITE_DIFFERENCES)], {"q4": 24}, "finite-difference gradient"),
 }
 
 
@@ -204,9 +217,6 @@ def attack_notebook(name: str):
     else:
         nb = nbformat.read(TEMPLATE, as_version=4)
     cells = {c.id: c for c in nb.cells}
-    train = cells["q6-train"]
-    if FAST[0] in train.source:
-        train.source = train.source.replace(*FAST)
     for cell_id, code in reversed(added):
         index = nb.cells.index(cells[cell_id]) + 1
         nb.cells.insert(index, nbformat.v4.new_code_cell(code, id=f"attack-{index}-{len(nb.cells)}"))

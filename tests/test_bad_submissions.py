@@ -34,18 +34,15 @@ pytestmark = pytest.mark.slow       # one batch of 24 real submissions (about a 
 
 
 def solved() -> nbformat.NotebookNode:
-    """The student notebook with every TODO cell replaced by the solution's cell for that question."""
+    """The student notebook with every TODO cell replaced by the solution's cell of the same id (a question may
+    have several, as question 6's train_mlp and choice)."""
     student = nbformat.read(STUDENT_NB, as_version=4)
-    answers = {}
-    for cell in nbformat.read(SOLUTION_NB, as_version=4).cells:
-        m = TODO.match(cell.source) if cell.cell_type == "code" else None
-        if m:
-            answers[m.group(1)] = cell.source
+    answers = {cell.id: cell.source for cell in nbformat.read(SOLUTION_NB, as_version=4).cells
+               if cell.cell_type == "code" and TODO.match(cell.source)}
     for cell in student.cells:
-        m = TODO.match(cell.source) if cell.cell_type == "code" else None
-        if m:
-            cell.source = answers[m.group(1)]
-    assert len(answers) == len(LAB_TESTS)
+        if cell.cell_type == "code" and TODO.match(cell.source):
+            cell.source = answers[cell.id]
+    assert {TODO.match(source).group(1) for source in answers.values()} == {q[1:] for q in LAB_TESTS}
     return student
 
 
@@ -78,10 +75,10 @@ def build(name: str):
         _insert_after(nb, 1, "import sys\nsys.exit()")
     elif name == "exception":
         cell = _question_cell(nb, 3)
-        cell.source = cell.source.replace("def collapse", "raise ValueError('not today')\n\n\ndef collapse", 1)
+        cell.source = cell.source.replace("class MLP", "raise ValueError('not today')\n\n\nclass MLP", 1)
     elif name == "syntax_error":
         cell = _question_cell(nb, 3)
-        cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2", 1)
+        cell.source = cell.source.replace("H = X.reshape(-1, self.num_inputs)", "H = X.reshape(-1, (self.num_inputs)", 1)
     elif name == "memory":
         # 1 GiB blocks, never touched: the per-process limit is hit at once, however loaded the machine
         _insert_after(nb, 2, "hog = []\nwhile True:\n    hog.append(torch.empty(2**28))")
@@ -102,9 +99,9 @@ def build(name: str):
                              "np.testing.assert_allclose = lambda *a, **k: None\n"
                              "torch.Tensor.__eq__ = lambda self, other: True")
     elif name == "test_files":
-        # wrong collapse; tries to read the hidden tests, overwrite the grading code, plant perfect outputs
+        # wrong hidden_rms; tries to read the hidden tests, overwrite the grading code, plant perfect outputs
         cell = _question_cell(nb, 3)
-        cell.source = _replace_def(cell.source, "collapse", "def collapse(W1, b1, W2, b2):\n    return W1, b1")
+        cell.source = _replace_def(cell.source, "hidden_rms", "def hidden_rms(model, X):\n    return [1.0]")
         _insert_after(nb, 3, f"import json, os\n"
                              f"stolen = []\n"
                              f"for path in [{str(HIDDEN)!r}, {str(REPO / 'lab' / 'source')!r}]:\n"
@@ -117,10 +114,9 @@ def build(name: str):
                              f"os.chmod('outputs.json', 0o444)")
     elif name == "eq_always_true":
         cell = _question_cell(nb, 3)
-        cell.source = _replace_def(cell.source, "collapse", (
-            "class Yes(torch.Tensor):\n    def __eq__(self, other):\n        return True\n"
-            "    __hash__ = torch.Tensor.__hash__\n\n\n"
-            "def collapse(W1, b1, W2, b2):\n    return torch.zeros(1).as_subclass(Yes), torch.zeros(1).as_subclass(Yes)"))
+        cell.source = _replace_def(cell.source, "hidden_rms", (
+            "class Yes(float):\n    def __eq__(self, other):\n        return True\n\n    __hash__ = float.__hash__\n\n\n"
+            "def hidden_rms(model, X):\n    return [Yes(0.0) for _ in model.params[0:-2:2]]"))
     elif name == "nan_inf":
         cell = _question_cell(nb, 1)
         cell.source = _replace_def(cell.source, "sigmoid", "def sigmoid(x):\n    return x * float('nan')")
@@ -129,7 +125,8 @@ def build(name: str):
         cell.source = _replace_def(cell.source, "relu_grad", "def relu_grad(x):\n    return (x > 0).to(x.dtype) / 0.0")
     elif name == "wrong_shape":
         cell = _question_cell(nb, 3)
-        cell.source = cell.source.replace("return W1 @ W2, b1 @ W2 + b2", "return W1 @ W2, (b1 @ W2 + b2)[None]", 1)
+        assert cell.source.count("    return values\n") == 1
+        cell.source = cell.source.replace("    return values\n", "    return values + [1.0]\n", 1)
     elif name == "wrong_dtype":
         cell = _question_cell(nb, 2)
         cell.source = _replace_def(cell.source, "relu_grad", "def relu_grad(x):\n    return (x > 0).double()")
@@ -253,11 +250,11 @@ EXPECTED = {
     "fork_bomb": (points(), "ok"),
     "huge_output": (points(), "output-limit"),
     "monkeypatch": (points("q1.tanh"), "ok"),
-    "test_files": (points("q3"), "ok"),
-    "eq_always_true": (points("q3"), "ok"),
+    "test_files": (points("q3.hidden_rms"), "ok"),
+    "eq_always_true": (points("q3.hidden_rms"), "ok"),
     "nan_inf": (points("q1.sigmoid"), "ok"),
     "inf": (points("q2.relu_grad"), "ok"),
-    "wrong_shape": (points("q3"), "ok"),
+    "wrong_shape": (points("q3.hidden_rms"), "ok"),
     "wrong_dtype": (points("q2.relu_grad"), "ok"),
     "wrong_device": (points("q1.tanh"), "ok"),
     "missing_functions": (points("q2"), "ok"),

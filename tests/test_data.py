@@ -170,7 +170,7 @@ def test_unreachable_mirror_explains_the_offline_fix(tmp_path, monkeypatch):
 
 
 def test_datamodule_batches_cover_every_example_once(real_data_dir):
-    data = FashionMNIST(batch_size=256)
+    data = FashionMNIST(batch_size=256, val_size=None)  # d2l's convention: all 60,000 training images train
     loader = data.train_dataloader()
     assert len(loader) == 235  # ceil(60000 / 256)
     counts = torch.zeros(10, dtype=torch.long)
@@ -184,7 +184,7 @@ def test_datamodule_batches_cover_every_example_once(real_data_dir):
 
 
 def test_shuffle_is_seeded_and_validation_is_in_order(real_data_dir):
-    data = FashionMNIST(batch_size=64)
+    data = FashionMNIST(batch_size=64, val_size=None)
     torch.manual_seed(1)
     first = next(iter(data.train_dataloader()))[1]
     torch.manual_seed(1)
@@ -196,7 +196,7 @@ def test_shuffle_is_seeded_and_validation_is_in_order(real_data_dir):
 
 
 def test_datamodule_matches_d2l_interface(real_data_dir):
-    data = FashionMNIST(batch_size=32, resize=(32, 32), num_train=100, num_val=50)
+    data = FashionMNIST(batch_size=32, resize=(32, 32), num_train=100, num_val=50, val_size=None)
     assert data.batch_size == 32 and len(data.train) == 100 and len(data.val) == 50
     X, y = data.train[3]
     assert X.shape == (1, 32, 32) and int(y) == 3
@@ -251,7 +251,27 @@ def test_validation_split_with_limits_and_bad_sizes(real_data_dir):
 
 
 def test_without_validation_split_the_test_set_is_held_out(real_data_dir):
-    data = FashionMNIST(batch_size=64, num_train=100, num_val=50)
+    data = FashionMNIST(batch_size=64, num_train=100, num_val=50, val_size=None)
     assert data.held_out == "test" and data.test is None
     with pytest.raises(ValueError, match="val_size"):
         data.test_dataloader()
+
+
+def test_by_default_validation_is_a_split_of_the_training_images(real_data_dir):
+    """The default never evaluates on the test set: val_dataloader is 10,000 training images (split_seed 0)."""
+    data = FashionMNIST(batch_size=256)
+    explicit = FashionMNIST(batch_size=256, val_size=10000, split_seed=0)
+    assert data.held_out == "validation" and (len(data.train), len(data.val), len(data.test)) == (50000, 10000, 10000)
+    assert torch.equal(data.val.labels, explicit.val.labels) and torch.equal(data.val.images, explicit.val.images)
+    test_labels = ckdata.load_fashion_mnist().test_labels
+    assert not torch.equal(next(iter(data.val_dataloader()))[1], test_labels[:256])
+
+
+def test_without_test_set_the_test_loader_refuses(real_data_dir):
+    """with_test=False (a lab whose test set is the grader's): validation only, and a clear refusal."""
+    data = FashionMNIST(batch_size=256, num_train=1000, with_test=False)
+    assert data.test is None and data.held_out == "validation" and len(data.val) == 10000
+    with pytest.raises(ValueError, match="holds no test set .with_test=False."):
+        data.test_dataloader()
+    with pytest.raises(ValueError, match="with_test=False needs a validation split"):
+        FashionMNIST(val_size=None, with_test=False)

@@ -56,16 +56,38 @@ def commonplace_lines() -> set[str]:
     return lines
 
 
+def lecture_code_lines() -> dict[str, str]:
+    """{line: the lecture notebook} for every line of the lectures' code cells, in each of its ``_forms``
+    (tests/test_lab_transcription.py checks the lab's solutions against these)."""
+    lines = {}
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                for line in cell.source.split("\n"):
+                    for form in _forms(line):
+                        lines.setdefault(form, path.name)
+    return lines
+
+
+def solution_lines(nb) -> dict[str, str]:
+    """{stripped line: "solution in cell <id>"} for every line between the solution markers of the lab source."""
+    found = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and HIDDEN_TAG not in _tags(cell):
+            inside = False
+            for line in cell.source.split("\n"):
+                if BEGIN.match(line) or END.match(line):
+                    inside = BEGIN.match(line) is not None
+                elif inside:
+                    found[line.strip()] = f"solution in cell {cell.id}"
+    return found
+
+
 def taught_lines() -> set[str]:
     """Lines the course shows students in the open: the lectures' code cells (LAYOUT.md: nothing instructor-only
     sits in notebooks/) and the modules of coursekit that the student side imports (the package's own code and
     documented examples). Outputs are not counted: an output is where a leak would show."""
-    lines = set()
-    for path in (REPO / "notebooks").glob("*.ipynb"):
-        for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type == "code":
-                for line in cell.source.split("\n"):
-                    lines |= _forms(line)
+    lines = set(lecture_code_lines())
     roots = [code for path in sorted((REPO / "notebooks").glob("*.ipynb")) + [REPO / "lab" / "mlp_lab.ipynb"]
              for code in release.notebook_code(path)]
     for module in release.student_modules(roots):
@@ -98,10 +120,9 @@ def secret_lines() -> tuple[dict[str, str], dict[str, str]]:
             for line in lines:
                 if BEGIN.match(line) or END.match(line):
                     inside = BEGIN.match(line) is not None
-                elif inside:
-                    secret[line.strip()] = f"solution in cell {cell.id}"
-                else:
+                elif not inside:
                     public.add(line.strip())
+    secret.update(solution_lines(nb))
     for line in HIDDEN.read_text(encoding="utf-8").split("\n"):
         secret.setdefault(line.strip(), "lab/autograder/hidden_tests.py")
     if INSTRUCTOR.is_dir():

@@ -40,7 +40,7 @@ def test_accuracy_counts_examples_not_batches():
 def test_same_seed_same_history_on_real_data(real_data_dir):
     from coursekit.data import FashionMNIST
 
-    data = FashionMNIST(batch_size=128, num_train=4096, num_val=1024)
+    data = FashionMNIST(batch_size=128, num_train=4096, num_val=1024, val_size=None)  # test held out, d2l-style
 
     def run(seed):
         torch.manual_seed(0)
@@ -88,7 +88,7 @@ def test_uses_the_gpu_when_there_is_one():
 def test_plain_process_prints_one_line_per_epoch_and_no_figures(real_data_dir):
     code = (
         "import torch; from torch import nn; import coursekit\n"
-        "data = coursekit.FashionMNIST(batch_size=256, num_train=2048, num_val=512)\n"
+        "data = coursekit.FashionMNIST(batch_size=256, num_train=2048, num_val=512, val_size=None)\n"
         "torch.manual_seed(0)\n"
         "net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
         "coursekit.train(net, data, num_epochs=3)\n"
@@ -115,7 +115,7 @@ def test_plain_process_names_the_validation_split(real_data_dir):
 def test_kernel_shows_one_live_figure_updated_in_place(real_data_dir):
     cells = run_in_kernel(
         "import torch; from torch import nn; import coursekit\n"
-        "data = coursekit.FashionMNIST(batch_size=256, num_train=2048, num_val=512)\n"
+        "data = coursekit.FashionMNIST(batch_size=256, num_train=2048, num_val=512, val_size=None)\n"
         "torch.manual_seed(0)\n"
         "net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
         "history = coursekit.train(net, data, num_epochs=3)\n"

@@ -9,7 +9,7 @@ import torch
 from coursekit import banned_calls
 from coursekit.grading import scoring
 
-Q1 = {"name": "q1", "title": "Activation functions", "points": {"relu": 4, "sigmoid": 4, "tanh": 4}}
+Q1 = {"name": "q1", "title": "Activation functions", "points": {"relu": 2, "sigmoid": 2, "tanh": 2}}
 
 REFERENCE_ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
@@ -80,7 +80,7 @@ def score_q1(inputs, outputs, meta):
 
 
 # Hidden tests of Question 2 (autograder only). The reference derivatives come from autograd.
-Q2 = {"name": "q2", "title": "Derivatives", "points": {"relu_grad": 3, "sigmoid_grad": 3, "tanh_grad": 3}}
+Q2 = {"name": "q2", "title": "Derivatives", "points": {"relu_grad": 2, "sigmoid_grad": 2, "tanh_grad": 2}}
 
 
 def autograd_derivative(fn):
@@ -118,272 +118,411 @@ def score_q2(inputs, outputs, meta):
     return verdicts
 
 
-# Hidden tests of Question 3 (autograder only).
-Q3 = {"name": "q3", "title": "Two affine layers are one", "points": {"collapse": 8}}
-# (d, h, q, dtype, scale): inputs (d features), hidden units, outputs.
-COLLAPSE_CASES = [(4, 5, 3, "float32", 1.0), (1, 1, 1, "float64", 1.0), (784, 256, 10, "float32", 0.05),
-                  (3, 7, 2, "float64", 10.0), (6, 4, 1, "float32", 3.0)]
-COLLAPSE_TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-4}, "float64": {"rtol": 1e-9, "atol": 1e-9}}
+# Hidden tests of Question 3 (autograder only). The grader builds the notebook's MLP with sizes, depths, inits and
+# activations drawn from its rng, reads model.params back, and judges the data here: the parameters' kinds and
+# shapes, each layer's standard deviation against its fans, the forward pass against an nn.Sequential of
+# nn.Linear layers built here from those same weights, and hidden_rms on a model of the grader's.
+import math
+
+Q3 = {"name": "q3", "title": "A deep MLP, initialised from its fans",
+      "points": {"parameters": 5, "initialisation": 5, "forward": 6, "hidden_rms": 4}}
+INIT_CODES = {-1.0: "he", -2.0: "xavier"}   # the inputs hold numbers only: a code > 0 is sigma itself
+ACTIVATION_NAMES = ("relu", "tanh")         # passed as torch's own: q1 is graded on its own
+MLP_TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-8, "atol": 1e-10}}
+RMS_RTOL = 1e-4
+# The std test: the root mean square of a layer's m weights, over the std its init gives, must lie where that of m
+# independent normal(0, 1) draws lies except with probability 8e-11 (chi-square quantiles at 6.5 standard deviations,
+# by Wilson and Hilferty's approximation; tests/test_lab.py compares them with scipy's exact quantiles).
+STD_Z = 6.5
+
+
+def std_range(std, count, z=STD_Z):
+    a = 2 / (9 * count)
+    return std * max(1 - a - z * a ** 0.5, 0.0) ** 1.5, std * (1 - a + z * a ** 0.5) ** 1.5
+
+
+def init_rule(init, fan_in, fan_out):
+    if init == "he":
+        return "sqrt(2/fan_in)", (2 / fan_in) ** 0.5
+    if init == "xavier":
+        return "sqrt(2/(fan_in+fan_out))", (2 / (fan_in + fan_out)) ** 0.5
+    return "sigma", float(init)
+
+
+WRONG_SCALES = (  # the same words as the public check's
+    ("sqrt(2/fan_out), the fan of the other dimension (nn.init.kaiming_normal_ reads a 2-d weight as nn.Linear's "
+     "(fan_out, fan_in): on a (fan_in, fan_out) W it takes fan_out)", lambda fi, fo: (2 / fo) ** 0.5),
+    ("He's sqrt(2/fan_in)", lambda fi, fo: (2 / fi) ** 0.5),
+    ("Xavier's sqrt(2/(fan_in+fan_out))", lambda fi, fo: (2 / (fi + fo)) ** 0.5),
+    ("sqrt(1/fan_in), He's without ReLU's factor 2", lambda fi, fo: (1 / fi) ** 0.5),
+    ("0.01, d2l's fixed sigma", lambda fi, fo: 0.01),
+    ("1, torch.randn without a scale", lambda fi, fo: 1.0),
+    ("nn.Linear's default (uniform, std 1/sqrt(3 fan_in))", lambda fi, fo: (1 / (3 * fi)) ** 0.5),
+)
+
+
+def weight_std_problem(name, W, init, what):
+    """None if the spread of the array W is what ``init`` gives for its fans; else the grader's words."""
+    fan_in, fan_out = W.shape
+    rule, std = init_rule(init, fan_in, fan_out)
+    measured = float(np.sqrt(np.mean(W.astype(np.float64) ** 2)))
+    low, high = std_range(std, W.size)
+    if low <= measured <= high:
+        return None
+    plausible = lambda scale: std_range(scale, W.size)[0] <= measured <= std_range(scale, W.size)[1]
+    guess = next((words for words, scale in WRONG_SCALES if plausible(scale(fan_in, fan_out))), None)
+    return (f"{name} of {what} (fan_in={fan_in}, fan_out={fan_out}) has standard deviation {measured:.4g}; "
+            f"init={init!r} should give {rule} = {std:.4g} (a correct draw of {W.size} weights lies between "
+            f"{low:.4g} and {high:.4g})" + (f": {measured:.4g} is {guess}" if guess else ""))
 
 
 def inputs_q3(rng):
-    inputs = {}
-    for i, (d, h, q, dtype, scale) in enumerate(COLLAPSE_CASES):
-        for name, shape in (("W1", (d, h)), ("b1", (h,)), ("W2", (h, q)), ("b2", (q,))):
-            inputs[f"q3.case{i}.{name}"] = (rng.standard_normal(shape) * scale).astype(dtype)
+    """Four models (sizes, init code, activation, the dtype and shape of X for the forward test), two models of the
+    grader's for hidden_rms (weights and X), and the seed the student's models are drawn with."""
+    width = lambda: int(rng.integers(48, 161))
+    n = lambda: int(rng.integers(1, 6))
+    models = {  # name: (widths [num_inputs, *hidden, num_outputs], init code, activation, dtype, X shape)
+        "fashion": ([784, 256, 64, 10], -1.0, 0, "float32", (n(), 1, 28, 28)),
+        "deep": ([int(rng.integers(64, 301))] + [width() for _ in range(int(rng.integers(3, 6)))]
+                 + [int(rng.integers(2, 12))], -2.0, 1, "float64", None),
+        "sigma": ([int(rng.integers(100, 401)), width(), int(rng.integers(2, 12))],
+                  float(rng.choice([0.02, 0.05, 0.2])), 0, "float32", None),
+        "linear": ([int(rng.integers(100, 401)), int(rng.integers(2, 12))], -1.0, 0, "float32", None),
+    }
+    inputs = {"q3.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
+    for name, (widths, init, activation, dtype, shape) in models.items():
+        key = f"q3.mlp.{name}"
+        inputs[f"{key}.widths"] = np.array(widths, dtype=np.int64)
+        inputs[f"{key}.init"] = np.array(init, dtype=np.float64)
+        inputs[f"{key}.activation"] = np.array(activation, dtype=np.int64)
+        inputs[f"{key}.dtype64"] = np.array(dtype == "float64")
+        inputs[f"{key}.X"] = rng.uniform(-1, 1, size=shape or (n(), widths[0])).astype(dtype)
+    for name, activation, depth in (("relu", 0, int(rng.integers(2, 5))), ("tanh", 1, int(rng.integers(1, 4)))):
+        key = f"q3.rms.{name}"
+        widths = [int(rng.integers(10, 60)) for _ in range(depth + 2)]
+        inputs[f"{key}.activation"] = np.array(activation, dtype=np.int64)
+        for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
+            he_weights = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)
+            inputs[f"{key}.W{layer}"] = he_weights.astype(np.float32)
+            inputs[f"{key}.b{layer}"] = (rng.standard_normal(fan_out) * 0.1).astype(np.float32)
+        inputs[f"{key}.X"] = rng.standard_normal((int(rng.integers(1, 40)), widths[0])).astype(np.float32)
     return inputs
 
 
 def harvest_q3(rec, inputs):
+    """Build the notebook's MLP for each case (the activation passed by keyword: torch's relu or tanh), send back
+    model.params as built and its forward pass on the grader's X; ask for a ValueError on an unknown init; call
+    hidden_rms on models of the grader's (whose params and activation are all that hidden_rms may use)."""
+    import math
     import torch
-    for i in range(len([k for k in inputs if k.startswith("q3.") and k.endswith(".W1")])):
-        args = [torch.from_numpy(inputs[f"q3.case{i}.{n}"].copy()) for n in ("W1", "b1", "W2", "b2")]
-        rec.call(f"q3.case{i}", "collapse", *args)
+    activations = (torch.relu, torch.tanh)
+    inits = {-1.0: "he", -2.0: "xavier"}
+    torch.manual_seed(int(inputs["q3.seed"]))
+    for case in sorted({k.split(".")[2] for k in inputs if k.startswith("q3.mlp.")}):
+        key = f"q3.mlp.{case}"
+        widths = [int(v) for v in inputs[f"{key}.widths"]]
+        hidden = tuple(widths[1:-1]) if case == "deep" else list(widths[1:-1])
+        init = inits.get(float(inputs[f"{key}.init"]), float(inputs[f"{key}.init"]))
+        activation = activations[int(inputs[f"{key}.activation"])]
+        ok, model = rec.run(f"{key}.model", "MLP", widths[0], widths[-1], hidden, activation=activation, init=init)
+        if not ok:
+            continue
+        info = {"is_module": isinstance(model, torch.nn.Module)}
+        ok, params = rec.run(f"{key}.params", getattr, model, "params")
+        if ok:
+            rec.note(f"{key}.params", {"ok": True})
+            info["params_type"] = getattr(type(params), "__qualname__", "?")[:80]
+            info["is_parameter_list"] = type(params) is torch.nn.ParameterList
+            try:
+                sequence = type(params) in (list, tuple, torch.nn.ParameterList)
+                entries = list(params)[:2 * len(widths) + 2] if sequence else []
+                info["params_len"] = len(params) if sequence else None
+                info["entries"] = [{"is_parameter": type(p) is torch.nn.Parameter,
+                                    "requires_grad": bool(torch._C.TensorBase.requires_grad.__get__(p))
+                                    if isinstance(p, torch.Tensor) else False} for p in entries]
+                for i, p in enumerate(entries):
+                    rec.record(f"{key}.param.{i}", p)
+            except Exception as exc:
+                info["params_error"] = _ck_error_text(exc)
+        try:
+            info["named"] = [str(name)[:80] for name, _ in model.named_parameters()][:40]
+        except Exception as exc:
+            info["named_error"] = _ck_error_text(exc)
+        try:
+            info["activation_kept"] = model.activation is activation
+        except Exception:
+            info["activation_kept"] = False
+        rec.note(f"{key}.model", info)
+        X = torch.from_numpy(inputs[f"{key}.X"].copy())
+        if bool(inputs[f"{key}.dtype64"]):
+            ok, _ = rec.run(f"{key}.double", lambda: model.double())
+            if not ok:
+                continue
+            rec.note(f"{key}.double", {"ok": True})
+        with torch.no_grad():
+            rec.call(f"{key}.out", model, X)
+    ok, _ = rec.run("q3.unknown_init", "MLP", 4, 2, [3], activation=torch.relu, init="xavir")
+    if ok:
+        rec.note("q3.unknown_init", {"accepted": True})
+
+    class GraderMLP(torch.nn.Module):
+        def __init__(self, weights, activation):
+            super().__init__()
+            self.params = torch.nn.ParameterList([torch.nn.Parameter(w) for w in weights])
+            self.activation = activation
+
+        def forward(self, X):
+            raise RuntimeError("hidden_rms should compute each hidden layer from model.params and model.activation; "
+                               "the grader's model gives no logits")
+
+    for case in ("relu", "tanh"):
+        key = f"q3.rms.{case}"
+        layers = len([k for k in inputs if k.startswith(f"{key}.W")])
+        weights = [torch.from_numpy(inputs[f"{key}.{p}{layer}"].copy())
+                   for layer in range(1, layers + 1) for p in ("W", "b")]
+        model = GraderMLP(weights, activations[int(inputs[f"{key}.activation"])])
+        ok, returned = rec.run(key, "hidden_rms", model, torch.from_numpy(inputs[f"{key}.X"].copy()))
+        if ok:
+            kind = type(returned)
+            values = list(returned)[:16] if kind in (list, tuple) else None
+            rec.note(key, {"type": getattr(kind, "__name__", "?")[:60],
+                           "len": len(returned) if values is not None else None,
+                           "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values] if values else [],
+                           "values": [v if type(v) is float and math.isfinite(v) else None for v in values]
+                           if values else []})
+
+
+def mlp_case(inputs, case):
+    key = f"q3.mlp.{case}"
+    widths = [int(v) for v in inputs[f"{key}.widths"]]
+    code = float(inputs[f"{key}.init"])
+    init = INIT_CODES.get(code, code)
+    activation = ACTIVATION_NAMES[int(inputs[f"{key}.activation"])]
+    hidden = tuple(widths[1:-1]) if case == "deep" else list(widths[1:-1])
+    what = f"MLP({widths[0]}, {widths[-1]}, {hidden!r}, activation=torch.{activation}, init={init!r})"
+    return key, widths, init, activation, what
+
+
+def mlp_params(key, widths, what, outputs, meta):
+    """(the weights and biases as float64 arrays, []) or (None, [the first problem with them])."""
+    problem = scoring.call_problem(what, f"{key}.model", meta)
+    if problem is None:
+        problem = scoring.call_problem(f"{what}.params", f"{key}.params", meta)
+    if problem:
+        return None, [problem]
+    info = meta.get(f"{key}.model", {})
+    count = 2 * (len(widths) - 1)
+    if info.get("params_len") != count:
+        return None, [f"{what}.params is a {info.get('params_type')} of {info.get('params_len')} items; "
+                      f"{len(widths) - 1} layers need {count}: [W1, b1, ..., W{len(widths) - 1}, b{len(widths) - 1}]"]
+    arrays = []
+    for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
+        for index, name, shape in ((2 * layer - 2, f"W{layer}", (fan_in, fan_out)),
+                                   (2 * layer - 1, f"b{layer}", (fan_out,))):
+            pkey = f"{key}.param.{index}"
+            pinfo = meta.get(pkey, {})
+            value = outputs.get(pkey)
+            if pinfo.get("type") not in ("Tensor", "Parameter") or type(value) is not np.ndarray:
+                return None, [f"{name} of {what} is a {pinfo.get('type')}, expected a tensor"
+                              + (f" ({pinfo['problem']})" if isinstance(pinfo.get("problem"), str) else "")]
+            if value.shape != shape:
+                hint = (": the lectures' layer is X @ W + b (nn.Linear stores the transpose, (fan_out, fan_in))"
+                        if value.shape == shape[::-1] else "")
+                return None, [f"{name} of {what} has shape {tuple(value.shape)}, expected (fan_in, fan_out) = {shape}"
+                              + hint if name.startswith("W") else
+                              f"{name} of {what} has shape {tuple(value.shape)}, expected {shape}"]
+            if value.dtype != np.float32:
+                return None, [f"{name} of {what} has dtype {pinfo.get('dtype')}, expected torch.float32"]
+            if not np.isfinite(value).all():
+                return None, [f"{name} of {what} contains nan or inf"]
+            arrays.append(value.astype(np.float64))
+    return arrays, []
+
+
+def parameters_problems(inputs, case, outputs, meta):
+    key, widths, _, _, what = mlp_case(inputs, case)
+    _, problems = mlp_params(key, widths, what, outputs, meta)
+    if problems:
+        return problems
+    info = meta[f"{key}.model"]
+    if not info.get("is_module"):
+        return [f"{what} is not a torch.nn.Module"]
+    if not info.get("is_parameter_list"):
+        return [f"{what}.params is a {info.get('params_type')}, not an nn.ParameterList (tensors in a plain list are "
+                "invisible to model.parameters(), model.double() and optimisers)"]
+    for index, entry in enumerate(info.get("entries", [])):
+        if not (entry.get("is_parameter") and entry.get("requires_grad")):
+            layer, kind = index // 2 + 1, "Wb"[index % 2]
+            return [f"{kind}{layer} of {what} should be an nn.Parameter that requires grad"]
+    others = [name for name in info.get("named", []) if not name.startswith("params.")]
+    if others or "named_error" in info:
+        return [f"{what}.named_parameters() holds parameters besides model.params: {others[:4]} (nn.Linear holds its "
+                "own weight and bias: keep your own nn.Parameters in model.params only)"]
+    if not info.get("activation_kept"):
+        return [f"{what}.activation is not the activation passed (questions 4 and 6 read model.activation)"]
+    return []
+
+
+def initialisation_problems(inputs, case, outputs, meta):
+    key, widths, init, _, what = mlp_case(inputs, case)
+    arrays, problems = mlp_params(key, widths, what, outputs, meta)
+    if problems:
+        return problems
+    for layer in range(1, len(widths)):
+        W, b = arrays[2 * layer - 2], arrays[2 * layer - 1]
+        problem = weight_std_problem(f"W{layer}", W, init, what)
+        if problem:
+            return [problem]
+        if np.any(b != 0):
+            return [f"b{layer} of {what} should start at zero; {int(np.sum(b != 0))} of its {b.size} entries are not"]
+    return []
+
+
+def reference_logits(arrays, activation, X):
+    """What an nn.Sequential of nn.Linear layers carrying these weights (and the activation between them) gives."""
+    import torch
+    layers = []
+    for W, b in zip(arrays[0::2], arrays[1::2]):
+        linear = torch.nn.Linear(*W.shape, dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers += [linear, torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh()]
+    with torch.no_grad():
+        return torch.nn.Sequential(*layers[:-1])(torch.from_numpy(X.reshape(len(X), -1).astype(np.float64))).numpy()
+
+
+def forward_problems(inputs, case, outputs, meta):
+    key, widths, _, activation, what = mlp_case(inputs, case)
+    arrays, problems = mlp_params(key, widths, what, outputs, meta)
+    if problems:
+        return [f"the forward test builds an nn.Sequential from {what}.params and could not: {problems[0]}"]
+    X = inputs[f"{key}.X"]
+    dtype = str(X.dtype)
+    what_out = f"the forward pass of {what}" + (" after model.double()" if dtype == "float64" else "")
+    problem = scoring.call_problem(f"{what}.double()", f"{key}.double", meta) if dtype == "float64" else None
+    if problem:
+        return [problem]
+    expected = reference_logits(arrays, activation, X)
+    problem = scoring.tensor_problem(f"{what_out} on a {scoring.describe_input(X)}", f"{key}.out", outputs, meta,
+                                     expected, dtype=dtype, **MLP_TOLERANCES[dtype])
+    got = outputs.get(f"{key}.out")
+    if problem and type(got) is np.ndarray and got.shape == expected.shape:
+        squashed = np.maximum(expected, 0) if activation == "relu" else np.tanh(expected)
+        if np.allclose(got, squashed, rtol=1e-4, atol=1e-5):
+            problem += (" (it matches the activation applied to the logits: apply it after every hidden layer, not "
+                        "after the output layer)")
+    return [problem]
+
+
+def rms_problem(inputs, case, meta):
+    key = f"q3.rms.{case}"
+    layers = len([k for k in inputs if k.startswith(f"{key}.W")])
+    what = f"hidden_rms on a {case} model of {layers} layers ({layers - 1} hidden)"
+    problem = scoring.call_problem(what, key, meta)
+    if problem:
+        return problem
+    info = meta[key]
+    if info.get("type") not in ("list", "tuple") or info.get("len") != layers - 1:
+        size = f" of {info.get('len')} items" if info.get("len") is not None else ""
+        return (f"{what} returned a {info.get('type')}{size}"
+                + f"; it should return a list of {layers - 1} floats, one per hidden layer (not the output layer)")
+    if any(t != "float" for t in info.get("item_types", [])):
+        return f"hidden_rms should return Python floats (.item()); its list holds {', '.join(info.get('item_types'))}"
+    H = inputs[f"{key}.X"].astype(np.float64)
+    expected, stds, pre = [], [], []
+    for layer in range(1, layers):
+        Z = H @ inputs[f"{key}.W{layer}"].astype(np.float64) + inputs[f"{key}.b{layer}"].astype(np.float64)
+        H = np.maximum(Z, 0) if case == "relu" else np.tanh(Z)
+        expected.append(float(np.sqrt(np.mean(H ** 2))))
+        stds.append(float(np.std(H)))
+        pre.append(float(np.sqrt(np.mean(Z ** 2))))
+    got = info.get("values", [])
+    close = lambda values, rtol: all(v is not None and abs(v - e) <= rtol * e for v, e in zip(got, values))
+    if close(expected, RMS_RTOL):
+        return None
+    hint = (": those are the standard deviations; the root mean square is sqrt(mean(H ** 2)), about 0"
+            if close(stds, 1e-2) else
+            ": those are the root mean squares before the activation; hidden_rms is of each layer's output, after it"
+            if close(pre, 1e-2) else "")
+    return (f"{what} returned {[None if v is None else round(v, 6) for v in got]}; expected "
+            f"{[round(e, 6) for e in expected]} (rtol {RMS_RTOL:g}){hint}")
+
+
+def unknown_init_problem(meta):
+    """None if MLP(..., init="xavir") raised a ValueError; else why not."""
+    what = "MLP(4, 2, [3], init='xavir')"
+    info = meta.get("q3.unknown_init")
+    if isinstance(info, dict) and info.get("accepted"):
+        return (f"{what} was accepted: an init other than 'he', 'xavier' or a float sigma should raise a "
+                "ValueError (a typo must not silently pick a scale)")
+    if isinstance(info, dict) and isinstance(info.get("error"), str) and info["error"].startswith("ValueError"):
+        return None
+    problem = scoring.call_problem(what, "q3.unknown_init", meta)
+    if problem and problem.startswith(f"{what} failed: "):
+        return f"{what} raised {problem[len(what) + 9:]}; an init it does not know should raise a ValueError"
+    return problem
 
 
 def score_q3(inputs, outputs, meta):
-    problems = []
-    for i, (d, h, q, dtype, _) in enumerate(COLLAPSE_CASES):
-        W1, b1, W2, b2 = (inputs[f"q3.case{i}.{n}"].astype(np.float64) for n in ("W1", "b1", "W2", "b2"))
-        key, what = f"q3.case{i}", f"collapse(W1, b1, W2, b2) for {dtype} inputs with d={d}, h={h}, q={q}"
-        problem = scoring.call_problem(what, key, meta)
-        if problem is None:
-            info = meta[key]
-            if info.get("type") not in ("tuple", "list") or info.get("len") != 2:
-                problem = f"{what} returned a {info.get('type')}" + \
-                          (f" of {info.get('len')} items" if "len" in info else "") + "; it should return (W, b)"
-        if problem is None:
-            tol = COLLAPSE_TOLERANCES[dtype]
-            problem = scoring.first_problem([
-                scoring.tensor_problem(f"W of {what}", key + ".0", outputs, meta, W1 @ W2, dtype=dtype, **tol),
-                scoring.tensor_problem(f"b of {what}", key + ".1", outputs, meta, b1 @ W2 + b2, dtype=dtype, **tol),
-            ])
-        problems.append(problem)
-    problem = scoring.first_problem(problems)
-    return {"collapse": (problem is None, problem)}
-
-
-# Hidden tests of Question 4 (autograder only).
-Q4 = {"name": "q4", "title": "The MLP model", "points": {"parameters": 6, "initialisation": 5, "forward": 9}}
-PARAMETER_NAMES = ("W1", "b1", "W2", "b2")
-# name: (constructor arguments, dtype the model is converted to for the forward test). num_inputs, num_outputs,
-# num_hiddens and lr are passed by position (d2l's order), sigma by name.
-MODEL_CASES = {"default": ({"num_inputs": 784, "num_outputs": 10, "num_hiddens": 256, "lr": 0.1}, "float32"),
-               "small": ({"num_inputs": 12, "num_outputs": 3, "num_hiddens": 5, "lr": 0.1}, "float64"),
-               "init": ({"num_inputs": 300, "num_outputs": 20, "num_hiddens": 100, "lr": 0.1, "sigma": 0.1},
-                        "float32")}
-POSITIONAL = ("num_inputs", "num_outputs", "num_hiddens", "lr")
-# No empty batch here: torch cannot reshape 0 elements to (-1, num_inputs), and the lab does not ask for it.
-FORWARD_CASES = {"default": {"images5": (5, 1, 28, 28), "images1": (1, 1, 28, 28), "flat3": (3, 784)},
-                 "small": {"flat4": (4, 12), "flat1": (1, 12)}}
-FORWARD_TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-8, "atol": 1e-10}}
-
-
-def model_sizes(kwargs):
-    return (kwargs.get("num_inputs", 784), kwargs.get("num_hiddens", 256), kwargs.get("num_outputs", 10),
-            kwargs.get("sigma", 0.01))
-
-
-def model_call(kwargs):
-    """'MLPScratch(12, 3, 5, 0.1, sigma=0.1)': how the feedback names the model the hidden test built."""
-    args = [repr(kwargs[name]) for name in POSITIONAL] + [f"{k}={v!r}" for k, v in kwargs.items() if k not in POSITIONAL]
-    return f"MLPScratch({', '.join(args)})"
-
-
-def parameter_shapes(kwargs):
-    d, h, q, _ = model_sizes(kwargs)
-    return {"W1": (d, h), "b1": (h,), "W2": (h, q), "b2": (q,)}
-
-
-def inputs_q4(rng):
-    inputs = {"q4.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64)}
-    for case, (kwargs, dtype) in MODEL_CASES.items():
-        for key, value in kwargs.items():
-            inputs[f"q4.{case}.kwarg.{key}"] = np.array(value, dtype=np.float64 if key in ("lr", "sigma") else np.int64)
-        inputs[f"q4.{case}.dtype64"] = np.array(dtype == "float64")
-        if case not in FORWARD_CASES:
-            continue
-        for name, shape in parameter_shapes(kwargs).items():
-            inputs[f"q4.{case}.set.{name}"] = (rng.standard_normal(shape) * 0.1).astype(dtype)
-        for name, shape in FORWARD_CASES[case].items():
-            inputs[f"q4.{case}.X.{name}"] = rng.uniform(0, 1, size=shape).astype(dtype)
-    return inputs
-
-
-def harvest_q4(rec, inputs):
-    """Build the student's MLPScratch for each case; send back its parameters, then its forward pass on our
-    inputs with our parameter values. relu/sigmoid/tanh are torch's meanwhile (questions are graded alone)."""
-    import torch
-    reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
-    names = ("W1", "b1", "W2", "b2")
-    cases = sorted({k.split(".")[1] for k in inputs if k.startswith("q4.") and k.count(".") >= 2})
-    with _CkSwap(rec.ns, reference):
-        for case in cases:
-            kwargs = {k.split(".")[-1]: inputs[k].item() for k in inputs if k.startswith(f"q4.{case}.kwarg.")}
-            args = [kwargs.pop(name) for name in ("num_inputs", "num_outputs", "num_hiddens", "lr")]
-            torch.manual_seed(int(inputs["q4.seed"]))
-            ok, model = rec.run(f"q4.{case}.model", "MLPScratch", *args, **kwargs)
-            if not ok:
-                continue
-            info = {"is_module": isinstance(model, torch.nn.Module), "parameters": []}
-            try:
-                for pname, p in model.named_parameters():
-                    info["parameters"].append({"name": str(pname)[:80], "shape": [int(n) for n in p.shape],
-                                               "dtype": str(p.dtype), "is_parameter": type(p) is torch.nn.Parameter,
-                                               "requires_grad": bool(p.requires_grad)})
-            except Exception as exc:
-                info["error"] = _ck_error_text(exc)
-            rec.note(f"q4.{case}.model", info)
-            for pname in names:
-                rec.call(f"q4.{case}.param.{pname}", getattr, model, pname)
-            set_keys = {n: f"q4.{case}.set.{n}" for n in names}
-            if set_keys["W1"] not in inputs:
-                continue
-            try:
-                if bool(inputs[f"q4.{case}.dtype64"]):
-                    model.double()
-                with torch.no_grad():
-                    for pname, key in set_keys.items():
-                        getattr(model, pname).copy_(torch.from_numpy(inputs[key].copy()))
-            except Exception as exc:
-                rec.meta[f"q4.{case}.set"] = {"error": "could not set the parameters W1, b1, W2, b2: "
-                                                       + _ck_error_text(exc)}
-                continue
-            for key in sorted(inputs):
-                if key.startswith(f"q4.{case}.X."):
-                    X = torch.from_numpy(inputs[key].copy())
-                    with torch.no_grad():
-                        rec.call(f"q4.{case}.out.{key.split('.')[-1]}", model, X)
-
-
-def reference_forward(X, W1, b1, W2, b2):
-    X = X.reshape(X.shape[0], -1).astype(np.float64)
-    return np.maximum(X @ W1 + b1, 0) @ W2 + b2
-
-
-def param_problems(case, kwargs, outputs, meta):
-    what = model_call(kwargs)
-    problem = scoring.call_problem(what, f"q4.{case}.model", meta)
-    if problem:
-        return [problem]
-    info = meta.get(f"q4.{case}.model", {})
-    if not info.get("is_module"):
-        return [f"{what} is not a torch.nn.Module"]
-    params = {p.get("name"): p for p in info.get("parameters", []) if isinstance(p, dict)}
-    if sorted(params) != sorted(PARAMETER_NAMES):
-        return [f"{what}.named_parameters() gives {sorted(params)}; expected exactly {list(PARAMETER_NAMES)} "
-                "(each an nn.Parameter)"]
-    problems = []
-    for name, shape in parameter_shapes(kwargs).items():
-        p = params[name]
-        if tuple(p.get("shape", ())) != shape:
-            problems.append(f"{what}.{name} has shape {tuple(p.get('shape', ()))}, expected {shape}")
-        elif p.get("dtype") != "torch.float32":
-            problems.append(f"{what}.{name} has dtype {p.get('dtype')}, expected torch.float32")
-        elif not (p.get("is_parameter") and p.get("requires_grad")):
-            problems.append(f"{what}.{name} must be an nn.Parameter that requires grad")
-    return problems
-
-
-def init_problems(case, kwargs, outputs, meta):
-    what = model_call(kwargs)
-    problem = scoring.call_problem(what, f"q4.{case}.model", meta)
-    if problem:
-        return [problem]
-    _, _, _, sigma = model_sizes(kwargs)
-    problems = []
-    for name, shape in parameter_shapes(kwargs).items():
-        key = f"q4.{case}.param.{name}"
-        problem = scoring.call_problem(f"{what}.{name}", key, meta)
-        value = outputs.get(key)
-        if problem is None and (value is None or value.shape != shape):
-            problem = f"{what}.{name} could not be read back with shape {shape}"
-        if problem is None and not np.isfinite(value).all():
-            problem = f"{what}.{name} contains nan or inf"
-        if problem is None and name.startswith("b") and np.any(value != 0):
-            problem = f"{what}.{name} should start at zero; {int(np.sum(value != 0))} entries are not"
-        if problem is None and name.startswith("W"):
-            values = value.astype(np.float64).ravel()
-            mean, std = values.mean(), values.std()
-            # 5 standard errors for the mean; 10 % for the standard deviation (>= 2000 draws each)
-            if abs(mean) > 5 * sigma / np.sqrt(values.size) or abs(std - sigma) > 0.1 * sigma:
-                problem = (f"{what}.{name} should be drawn from a normal distribution with mean 0 and standard "
-                           f"deviation sigma={sigma:g}; its values have mean {mean:.3g} and standard deviation "
-                           f"{std:.3g}")
-        problems.append(problem)
-    return problems
-
-
-def forward_problems(case, kwargs, dtype, inputs, outputs, meta):
-    what = model_call(kwargs)
-    problem = scoring.call_problem(what, f"q4.{case}.model", meta)
-    if problem is None and f"q4.{case}.set" in meta:
-        problem = f"{what}: " + meta[f"q4.{case}.set"].get("error", "its parameters could not be set")
-    if problem:
-        return [problem]
-    params = [inputs[f"q4.{case}.set.{n}"].astype(np.float64) for n in PARAMETER_NAMES]
-    problems = []
-    for name in FORWARD_CASES[case]:
-        X = inputs[f"q4.{case}.X.{name}"]
-        problems.append(scoring.tensor_problem(
-            f"the forward pass of {what} on a {scoring.describe_input(X)}", f"q4.{case}.out.{name}", outputs, meta,
-            reference_forward(X, *params), dtype=dtype, **FORWARD_TOLERANCES[dtype]))
-    return problems
-
-
-def score_q4(inputs, outputs, meta):
-    params, init, forward = [], [], []
-    for case, (kwargs, dtype) in MODEL_CASES.items():
-        params += param_problems(case, kwargs, outputs, meta)
-        init += init_problems(case, kwargs, outputs, meta) if case in ("default", "init") else []
-        forward += forward_problems(case, kwargs, dtype, inputs, outputs, meta) if case in FORWARD_CASES else []
+    cases = sorted({k.split(".")[2] for k in inputs if k.startswith("q3.mlp.")})
+    params = [p for case in cases for p in parameters_problems(inputs, case, outputs, meta)]
+    init = [p for case in cases for p in initialisation_problems(inputs, case, outputs, meta)]
+    init.append(unknown_init_problem(meta))
+    forward = [p for case in cases for p in forward_problems(inputs, case, outputs, meta)]
+    rms = [rms_problem(inputs, case, meta) for case in ("relu", "tanh")]
     verdicts = {}
-    for test, problems in (("parameters", params), ("initialisation", init), ("forward", forward)):
+    for test, problems in (("parameters", params), ("initialisation", init), ("forward", forward), ("hidden_rms", rms)):
         problem = scoring.first_problem(problems)
         verdicts[test] = (problem is None, problem)
     return verdicts
 
 
-# Hidden tests of Question 5 (autograder only). The reference gradients come from autograd, in float64.
-Q5 = {"name": "q5", "title": "The backward pass",
-      "points": {"output_layer": 8, "hidden_layer": 9, "numerical_gradient": 5, "relative_error": 3}}
-# (n examples, d inputs, h hidden, q outputs, activation, dtype)
-BACKWARD_CASES = [(4, 5, 3, 2, "relu", "float64"), (1, 3, 4, 5, "sigmoid", "float64"),
-                  (16, 20, 8, 10, "tanh", "float64"), (8, 784, 32, 10, "relu", "float32"),
-                  (6, 7, 5, 4, "sigmoid", "float32")]
+# Hidden tests of Question 4 (autograder only). The reference gradients come from autograd, in float64.
+Q4 = {"name": "q4", "title": "Backward through L layers, with weight decay",
+      "points": {"output_layer": 6, "all_layers": 10, "weight_decay": 6, "float32": 2}}
+Q4_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+# name: (fewest and most layers, weight decay?, dtype); sizes, activation and lambda come from the grader's rng
+Q4_CASES = {"one_layer": ((1, 1), False, "float64"), "two_layers": ((2, 2), False, "float64"),
+            "deep": ((3, 5), False, "float64"), "decay": ((2, 3), True, "float64"),
+            "decay_deep": ((4, 5), True, "float64"), "float32": ((3, 3), True, "float32")}
 # float64: an analytic gradient agrees with autograd's to rounding; a finite difference (error about 1e-9)
 # cannot, so backward must really be the chain rule
-BACKWARD_TOLERANCES = {"float64": {"rtol": 1e-10, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-5}}
-# A finite-difference gradient evaluates the loss twice per parameter (each a handful of operators); the chain
-# rule needs a few dozen operators whatever the sizes. More than this many per parameter is a finite difference.
+Q4_TOLERANCES = {"float64": {"rtol": 1e-10, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-5}}
+# A finite-difference gradient evaluates the loss twice per parameter (each a handful of operators per layer);
+# the chain rule needs a few dozen operators whatever the sizes. This many per parameter is a finite difference.
 FINITE_DIFFERENCE_OPERATORS_PER_PARAMETER = 8
-GRADIENT_NAMES = ("dW1", "db1", "dW2", "db2")
-# numerical_gradient: the functions the harvest differentiates (defined again there), their inputs' shapes
-NUMERICAL_CASES = {"sinx": (7,), "logsumexp": (3, 4), "quartic": (1,)}
-NUMERICAL_TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}
 
 
-def inputs_q5(rng):
+def inputs_q4(rng):
     inputs = {}
-    for i, (n, d, h, q, _, dtype) in enumerate(BACKWARD_CASES):  # _: the activation
-        inputs[f"q5.case{i}.X"] = rng.standard_normal((n, d)).astype(dtype)
-        inputs[f"q5.case{i}.y"] = rng.integers(0, q, size=n).astype(np.int64)
-        inputs[f"q5.case{i}.activation"] = np.array(("relu", "sigmoid", "tanh").index(_), dtype=np.int64)
-        for name, shape in (("W1", (d, h)), ("b1", (h,)), ("W2", (h, q)), ("b2", (q,))):
-            inputs[f"q5.case{i}.{name}"] = (rng.standard_normal(shape) * 0.5).astype(dtype)
-    for name, shape in NUMERICAL_CASES.items():
-        inputs[f"q5.numerical.{name}"] = rng.uniform(-2, 2, size=shape)
-    pairs = {"equal": (np.arange(6.0).reshape(2, 3),) * 2, "zeros": (np.zeros(4), np.zeros(4)),
-             "random": (rng.standard_normal((5, 3)), rng.standard_normal((5, 3))),
-             "near": (np.array([1.0, -2.0, 3.0]), np.array([1.0, -2.0, 3.0]) + 1e-4 * rng.standard_normal(3))}
-    for name, (a, b) in pairs.items():
-        inputs[f"q5.relerr.{name}.a"], inputs[f"q5.relerr.{name}.b"] = a.astype(np.float64), b.astype(np.float64)
+    for case, ((fewest, most), decay, dtype) in Q4_CASES.items():
+        layers = int(rng.integers(fewest, most + 1))
+        if dtype == "float32":      # image-sized inputs
+            sizes = [784] + [int(s) for s in rng.integers(16, 33, size=layers - 1)] + [10]
+            n = 16
+        else:
+            sizes = [int(s) for s in rng.integers(2, 9, size=layers + 1)]
+            n = int(rng.integers(1, 9))
+        inputs[f"q4.{case}.X"] = rng.standard_normal((n, sizes[0])).astype(dtype)
+        inputs[f"q4.{case}.y"] = rng.integers(0, sizes[-1], size=n).astype(np.int64)
+        inputs[f"q4.{case}.activation"] = np.array(rng.integers(0, len(Q4_ACTIVATIONS)), dtype=np.int64)
+        inputs[f"q4.{case}.weight_decay"] = np.array(rng.uniform(0.05, 0.5) if decay else 0.0)
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            inputs[f"q4.{case}.p{layer:02d}.W"] = (rng.standard_normal((fan_in, fan_out)) * 0.5).astype(dtype)
+            inputs[f"q4.{case}.p{layer:02d}.b"] = (rng.standard_normal(fan_out) * 0.5).astype(dtype)
     return inputs
 
 
-def harvest_q5(rec, inputs):
+def q4_params(case, inputs):
+    """The arrays [W1, b1, ..., WL, bL] of backward case ``case``, in order."""
+    keys = sorted(k for k in inputs if k.startswith(f"q4.{case}.p"))
+    return [inputs[k] for k in sorted(keys, key=lambda k: (k.split(".")[2], k[-1]))]     # "W" < "b"
+
+
+def harvest_q4(rec, inputs):
     """Call backward with reference activations and derivatives (graded on its own), noting the torch calls it
-    makes; numerical_gradient on our functions (and x afterwards); relative_error on our pairs."""
+    makes and how many operators it runs; send back each gradient."""
     import torch
     activations = {"relu": (torch.relu, lambda z: (z > 0).to(z.dtype)),
                    "sigmoid": (torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z))),
@@ -391,74 +530,264 @@ def harvest_q5(rec, inputs):
     reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                  "relu_grad": activations["relu"][1], "sigmoid_grad": activations["sigmoid"][1],
                  "tanh_grad": activations["tanh"][1]}
-    cases = sorted({k.split(".")[1] for k in inputs if k.startswith("q5.case")})
+    cases = sorted({k.split(".")[1] for k in inputs if k.startswith("q4.") and k.endswith(".weight_decay")})
     with _CkSwap(rec.ns, reference):
         for case in cases:
-            act = inputs[f"q5.{case}.activation"] if f"q5.{case}.activation" in inputs else None
-            name = ("relu", "sigmoid", "tanh")[int(act)] if act is not None else "relu"
-            args = [torch.from_numpy(inputs[f"q5.{case}.{n}"].copy()) for n in ("X", "y", "W1", "b1", "W2", "b2")]
+            name = ("relu", "sigmoid", "tanh")[int(inputs[f"q4.{case}.activation"])]
+            X = torch.from_numpy(inputs[f"q4.{case}.X"].copy())
+            y = torch.from_numpy(inputs[f"q4.{case}.y"].copy())
+            keys = sorted((k for k in inputs if k.startswith(f"q4.{case}.p")), key=lambda k: (k.split(".")[2], k[-1]))
+            params = [torch.from_numpy(inputs[k].copy()) for k in keys]     # W1, b1, W2, ... (q4_params' order)
             trace = _ck_torch_calls()
-            ok, out = rec.run(f"q5.{case}.grads", "backward", *args, activation=activations[name][0],
-                              activation_grad=activations[name][1], watch=trace)
-            if ok:
-                rec.record(f"q5.{case}.grads", out)
-            rec.note(f"q5.{case}.torch_calls", sorted(trace.names))
-            rec.note(f"q5.{case}.operators", trace.counts["operators"])
-        functions = {"sinx": lambda x: (torch.sin(x) * x).sum().item(),
-                     "logsumexp": lambda x: torch.logsumexp(x.reshape(-1), 0).item(),
-                     "quartic": lambda x: (x ** 4).sum().item()}
-        for name, f in functions.items():
-            x = torch.from_numpy(inputs[f"q5.numerical.{name}"].copy())
-            rec.call(f"q5.numerical.{name}.grad", "numerical_gradient", f, x)
-            rec.record(f"q5.numerical.{name}.x_after", x)
-        for name in sorted({k.split(".")[2] for k in inputs if k.startswith("q5.relerr.")}):
-            a, b = (torch.from_numpy(inputs[f"q5.relerr.{name}.{s}"].copy()) for s in ("a", "b"))
-            ok, value = rec.run(f"q5.relerr.{name}", "relative_error", a, b)
-            if ok:
-                rec.note(f"q5.relerr.{name}", {"type": type(value).__name__,
-                                               "value": value if type(value) in (float, int) else None})
+            key = f"q4.{case}.grads"
+            ok, out = rec.run(key, "backward", X, y, params, activation=activations[name][0],
+                              activation_grad=activations[name][1],
+                              weight_decay=float(inputs[f"q4.{case}.weight_decay"]), watch=trace)
+            if ok and type(out) in (list, tuple):
+                rec.note(key, {"type": type(out).__name__, "len": len(out)})
+                for j, grad in enumerate(out[:len(params)]):
+                    rec.record(f"{key}.{j}", grad)
+            elif ok:
+                rec.record(key, out)
+            rec.note(f"q4.{case}.torch_calls", sorted(trace.names))
+            rec.note(f"q4.{case}.operators", trace.counts["operators"])
 
 
-def reference_gradients(i, inputs):
-    """Autograd's (dW1, db1, dW2, db2) for backward case ``i``, in float64."""
-    _, _, _, _, activation, _ = BACKWARD_CASES[i]
-    X, W1, b1, W2, b2 = (torch.from_numpy(inputs[f"q5.case{i}.{n}"].astype(np.float64))
-                         for n in ("X", "W1", "b1", "W2", "b2"))
-    y = torch.from_numpy(inputs[f"q5.case{i}.y"])
-    params = [p.requires_grad_(True) for p in (W1, b1, W2, b2)]
-    act = REFERENCE_ACTIVATIONS[activation]
-    loss = torch.nn.functional.cross_entropy(act(X @ params[0] + params[1]) @ params[2] + params[3], y)
+def q4_reference_gradients(case, inputs):
+    """Autograd's gradients of backward case ``case``, in float64 (numpy arrays, in params' order)."""
+    activation = REFERENCE_ACTIVATIONS[Q4_ACTIVATIONS[int(inputs[f"q4.{case}.activation"])]]
+    X = torch.from_numpy(inputs[f"q4.{case}.X"].astype(np.float64))
+    y = torch.from_numpy(inputs[f"q4.{case}.y"])
+    params = [torch.from_numpy(p.astype(np.float64)).requires_grad_(True) for p in q4_params(case, inputs)]
+    out = X
+    for i in range(0, len(params), 2):
+        out = out @ params[i] + params[i + 1]
+        if i + 2 < len(params):
+            out = activation(out)
+    weight_decay = float(inputs[f"q4.{case}.weight_decay"])
+    loss = torch.nn.functional.cross_entropy(out, y) + weight_decay / 2 * sum((W ** 2).sum() for W in params[0::2])
     return [g.numpy() for g in torch.autograd.grad(loss, params)]
 
 
-def backward_problems(i, inputs, outputs, meta, which):
-    n, d, h, q, activation, dtype = BACKWARD_CASES[i]
-    what = f"backward for {dtype} inputs with n={n}, d={d}, h={h}, q={q} and {activation}"
-    key = f"q5.case{i}.grads"
+def q4_describe(case, inputs):
+    """'backward for float64 inputs, n=3, layer widths (5, 4, 3), tanh, weight_decay=0.2'"""
+    params = q4_params(case, inputs)
+    widths = tuple(int(W.shape[0]) for W in params[0::2]) + (int(params[-1].shape[0]),)
+    X = inputs[f"q4.{case}.X"]
+    return (f"backward for {X.dtype} inputs, n={X.shape[0]}, layer widths {widths}, "
+            f"{Q4_ACTIVATIONS[int(inputs[f'q4.{case}.activation'])]}, "
+            f"weight_decay={float(inputs[f'q4.{case}.weight_decay']):.3g}")
+
+
+def q4_problems(case, inputs, outputs, meta, which):
+    """The problems of backward case ``case`` for the gradients ``which`` ('last': the output layer's, 'all')."""
+    what = q4_describe(case, inputs)
+    key = f"q4.{case}.grads"
+    count = len(q4_params(case, inputs))
     problem = scoring.call_problem(what, key, meta)
     if problem is None:
         info = meta[key]
-        if info.get("type") not in ("tuple", "list") or info.get("len") != 4:
-            problem = f"{what} returned a {info.get('type')}; it should return the tuple (dW1, db1, dW2, db2)"
+        if info.get("type") not in ("tuple", "list") or info.get("len") != count:
+            problem = (f"{what} returned a {info.get('type')}" + (f" of {info.get('len')} items" if info.get("len")
+                       is not None else "") + f"; it should return a list of {count} gradients, one per parameter")
     if problem is None:
-        expected = reference_gradients(i, inputs)
+        expected = q4_reference_gradients(case, inputs)
+        dtype = str(inputs[f"q4.{case}.X"].dtype)
+        indices = range(count - 2, count) if which == "last" else range(count)
         problem = scoring.first_problem(
-            scoring.tensor_problem(f"{GRADIENT_NAMES[j]} of {what}", f"{key}.{j}", outputs, meta, expected[j],
-                                   dtype=dtype, **BACKWARD_TOLERANCES[dtype]) for j in which)
-    used = banned_calls.autograd_used(as_names(meta.get(f"q5.case{i}.torch_calls")))
+            scoring.tensor_problem(f"d{'Wb'[j % 2]}{j // 2 + 1} of {what}", f"{key}.{j}", outputs, meta,
+                                   expected[j], dtype=dtype, **Q4_TOLERANCES[dtype]) for j in indices)
+    used = banned_calls.autograd_used(as_names(meta.get(f"q4.{case}.torch_calls")))
     return [problem, banned_calls.uses_autograd("backward", used) if used else None,
-            finite_difference_problem(i, what, meta)]
+            q4_finite_difference(case, what, inputs, meta)]
 
 
-def finite_difference_problem(i, what, meta):
-    """The problem if backward case ``i`` ran as many operators as a finite-difference gradient needs."""
-    n, d, h, q, _, _ = BACKWARD_CASES[i]
-    parameters = d * h + h + h * q + q
-    operators = meta.get(f"q5.case{i}.operators")
+def q4_finite_difference(case, what, inputs, meta):
+    """The problem if backward case ``case`` ran as many operators as a finite-difference gradient needs."""
+    parameters = sum(p.size for p in q4_params(case, inputs))
+    operators = meta.get(f"q4.{case}.operators")
     if type(operators) is int and operators >= FINITE_DIFFERENCE_OPERATORS_PER_PARAMETER * parameters:
         return (f"{what} ran {operators} torch operators for {parameters} parameters: that is a finite-difference "
                 "gradient (two evaluations of the loss per parameter), not the chain rule the question asks for")
     return None
+
+
+def score_q4(inputs, outputs, meta):
+    tests = {"output_layer": [], "all_layers": [], "weight_decay": [], "float32": []}
+    for case, (_, decay, dtype) in Q4_CASES.items():
+        if dtype == "float32":
+            tests["float32"] += q4_problems(case, inputs, outputs, meta, "all")
+        elif decay:
+            tests["weight_decay"] += q4_problems(case, inputs, outputs, meta, "all")
+        else:
+            tests["output_layer"] += q4_problems(case, inputs, outputs, meta, "last")
+            tests["all_layers"] += q4_problems(case, inputs, outputs, meta, "all")
+    finite = any(q4_finite_difference(case, "backward", inputs, meta) for case in Q4_CASES)
+    verdicts = {}
+    for test, problems in tests.items():
+        problem = scoring.first_problem(problems)
+        verdicts[test] = (problem is None, problem) + (
+            ("backward is a finite-difference gradient",) if finite and problem is not None else ())
+    return verdicts
+
+
+# Hidden tests of Question 5 (autograder only). find_wrong_gradient is run on the grader's backward functions
+# (a correct one and five broken ones); tests/test_lab.py checks each bug's answer against autograd.
+Q5 = {"name": "q5", "title": "The gradient check",
+      "points": {"numerical_gradient": 5, "max_relative_error": 4, "correct_backward": 3, "missing_mean": 2,
+                 "transposed_weight": 2, "derivative_at_wrong_tensor": 2, "missing_weight_decay": 1,
+                 "wrong_layer_input": 1}}
+# numerical_gradient: the functions the harvest differentiates (defined again there), their inputs' shapes
+NUMERICAL_CASES = {"sinx": (7,), "logsumexp": (3, 4), "quartic": (1,)}
+# centred differences in float64 reach it with a 25-fold margin; a one-sided difference (error about h) misses it
+# by 9-fold or more on every grader seed (measured on 300 seeds)
+NUMERICAL_TOLERANCE = {"rtol": 1e-7, "atol": 2e-8}
+# the broken backward functions: bug -> (what the feedback calls it, the name find_wrong_gradient must return:
+# the wrong gradient nearest the output). Each is the correct one with one change, on a network of 3 layers whose
+# second weight is square (so that a missing transpose still runs).
+Q5_BUGS = {"missing_mean": ("a backward without the 1/n of the mean", "b3"),
+           "transposed_weight": ("a backward that multiplies by W2 instead of its transpose", "b1"),
+           "derivative_at_wrong_tensor": ("a backward that takes the activation's derivative at H2 instead of Z2",
+                                          "b2"),
+           "missing_weight_decay": ("a backward that forgets the weight-decay term of W1", "W1"),
+           "wrong_layer_input": ("a backward that builds dW3 from Z2 instead of H2", "W3")}
+Q5_NETWORK = {"n": 4, "d": 3, "h": 3, "q": 2, "weight_decay": 0.1}
+
+
+def q5_relative_error(a, b):
+    """max_relative_error's value, computed here (numpy, float64)."""
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)
+    return float((np.abs(a - b) / scale).max()) if a.size else 0.0
+
+
+def inputs_q5(rng):
+    inputs = {}
+    for name, shape in NUMERICAL_CASES.items():
+        inputs[f"q5.numerical.{name}"] = rng.uniform(-2, 2, size=shape)
+    one_off = rng.standard_normal(200)
+    wrong_entry = one_off.copy()
+    wrong_entry[int(rng.integers(0, 200))] *= 1.5
+    pairs = {"equal": (np.arange(6.0).reshape(2, 3),) * 2, "zeros": (np.zeros(4), np.zeros(4)),
+             "random": (rng.standard_normal((5, 3)), rng.standard_normal((5, 3))),
+             "near": (np.array([1.0, -2.0, 3.0]), np.array([1.0, -2.0, 3.0]) + 1e-4 * rng.standard_normal(3)),
+             "one_entry": (one_off, wrong_entry), "empty": (np.zeros((0, 3)), np.zeros((0, 3)))}
+    for name, (a, b) in pairs.items():
+        inputs[f"q5.relerr.{name}.a"], inputs[f"q5.relerr.{name}.b"] = a.astype(np.float64), b.astype(np.float64)
+    net = Q5_NETWORK
+    sizes = (net["d"], net["h"], net["h"], net["q"])
+    inputs["q5.net.X"] = rng.standard_normal((net["n"], net["d"]))
+    inputs["q5.net.y"] = rng.integers(0, net["q"], size=net["n"]).astype(np.int64)
+    inputs["q5.net.activation"] = np.array(rng.integers(1, 3), dtype=np.int64)     # sigmoid or tanh: no kinks
+    inputs["q5.net.weight_decay"] = np.array(net["weight_decay"])
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        inputs[f"q5.net.p{layer}.W"] = rng.standard_normal((fan_in, fan_out))
+        inputs[f"q5.net.p{layer}.b"] = rng.standard_normal(fan_out) * 0.5
+    return inputs
+
+
+def q5_network(inputs):
+    """X, y, [W1, b1, W2, b2, W3, b3] (numpy) and the activation's name of find_wrong_gradient's network."""
+    params = [inputs[f"q5.net.p{layer}.{kind}"] for layer in (1, 2, 3) for kind in ("W", "b")]
+    return (inputs["q5.net.X"], inputs["q5.net.y"], params,
+            ("relu", "sigmoid", "tanh")[int(inputs["q5.net.activation"])])
+
+
+def harvest_q5_broken_backward(bug):
+    """The correct backward function of find_wrong_gradient's network (3 layers, W2 square), or one with
+    ``bug`` (a key of Q5_BUGS). Named harvest_q... so that the harvest carries it (labspec sends every top-level
+    harvest_q* function); tests/test_lab.py checks each bug against autograd on many seeds."""
+    import torch
+    import torch.nn.functional as F
+
+    def backward_fn(X, y, params, activation, activation_grad, weight_decay=0.0):
+        weights, biases = list(params[0::2]), list(params[1::2])
+        kept, pre = [X], []
+        for depth, (W, b) in enumerate(zip(weights, biases)):
+            pre.append(kept[-1] @ W + b)
+            if depth + 1 < len(weights):
+                kept.append(activation(pre[-1]))
+        delta = torch.softmax(pre[-1], dim=1) - F.one_hot(y, pre[-1].shape[1]).to(X.dtype)
+        if bug != "missing_mean":
+            delta = delta / X.shape[0]
+        grads = [None] * len(params)
+        for depth in reversed(range(len(weights))):
+            below = pre[depth - 1] if bug == "wrong_layer_input" and depth == 2 else kept[depth]
+            decay = 0.0 if bug == "missing_weight_decay" and depth == 0 else weight_decay
+            grads[2 * depth] = below.T @ delta + decay * weights[depth]
+            grads[2 * depth + 1] = delta.sum(dim=0)
+            if depth > 0:
+                W_back = weights[depth] if bug == "transposed_weight" and depth == 1 else weights[depth].T
+                at = kept[depth] if bug == "derivative_at_wrong_tensor" and depth == 2 else pre[depth - 1]
+                delta = (delta @ W_back) * activation_grad(at)
+        return grads
+    return backward_fn
+
+
+def harvest_q5(rec, inputs):
+    """numerical_gradient on our functions (and x afterwards), max_relative_error on our pairs, and
+    find_wrong_gradient on our backward functions, with our numerical_gradient and max_relative_error swapped in."""
+    import torch
+
+    def reference_numerical_gradient(f, x, h=1e-6):
+        grad = torch.zeros_like(x)
+        flat, grad_flat = x.view(-1), grad.view(-1)
+        for i in range(flat.numel()):
+            old = flat[i].item()
+            flat[i] = old + h
+            plus = float(f(x))
+            flat[i] = old - h
+            minus = float(f(x))
+            flat[i] = old
+            grad_flat[i] = (plus - minus) / (2 * h)
+        return grad
+
+    def reference_max_relative_error(a, b):
+        a, b = a.detach().double(), b.detach().double()
+        if a.numel() == 0:
+            return 0.0
+        return ((a - b).abs() / torch.clamp(torch.maximum(a.abs(), b.abs()), min=1e-12)).max().item()
+
+    activations = {"sigmoid": (torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z))),
+                   "tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2)}
+    reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                 "relu_grad": lambda z: (z > 0).to(z.dtype), "sigmoid_grad": activations["sigmoid"][1],
+                 "tanh_grad": activations["tanh"][1]}
+    functions = {"sinx": lambda x: (torch.sin(x) * x).sum().item(),
+                 "logsumexp": lambda x: torch.logsumexp(x.reshape(-1), 0).item(),
+                 "quartic": lambda x: (x ** 4).sum().item()}
+    with _CkSwap(rec.ns, reference):
+        trace = _ck_torch_calls()
+        for name, f in functions.items():
+            x = torch.from_numpy(inputs[f"q5.numerical.{name}"].copy())
+            rec.call(f"q5.numerical.{name}.grad", "numerical_gradient", f, x, watch=trace)
+            rec.record(f"q5.numerical.{name}.x_after", x)
+        rec.note("q5.numerical.torch_calls", sorted(trace.names))
+        for name in sorted({k.split(".")[2] for k in inputs if k.startswith("q5.relerr.")}):
+            a, b = (torch.from_numpy(inputs[f"q5.relerr.{name}.{s}"].copy()) for s in ("a", "b"))
+            ok, value = rec.run(f"q5.relerr.{name}", "max_relative_error", a, b)
+            if ok:
+                rec.note(f"q5.relerr.{name}", {"type": type(value).__name__,
+                                               "value": value if type(value) in (float, int) else None})
+    if "q5.net.X" not in inputs:
+        return
+    X, y = (torch.from_numpy(inputs[f"q5.net.{k}"].copy()) for k in ("X", "y"))
+    params = [torch.from_numpy(inputs[f"q5.net.p{layer}.{kind}"].copy()) for layer in (1, 2, 3) for kind in "Wb"]
+    act = activations[("relu", "sigmoid", "tanh")[int(inputs["q5.net.activation"])]]
+    weight_decay = float(inputs["q5.net.weight_decay"])
+    swapped = dict(reference, numerical_gradient=reference_numerical_gradient,
+                   max_relative_error=reference_max_relative_error)
+    with _CkSwap(rec.ns, swapped):
+        trace = _ck_torch_calls()
+        for bug in ("correct", "missing_mean", "transposed_weight", "derivative_at_wrong_tensor",
+                    "missing_weight_decay", "wrong_layer_input"):
+            # the trace slows every operator down (two Python modes): the correct backward's call is traced
+            ok, value = rec.run(f"q5.find.{bug}", "find_wrong_gradient", harvest_q5_broken_backward(bug), X, y,
+                                [p.clone() for p in params], act[0], act[1], weight_decay=weight_decay,
+                                watch=trace if bug == "correct" else None)
+            if ok:
+                rec.note(f"q5.find.{bug}", {"type": type(value).__name__,
+                                            "value": value[:20] if type(value) is str else None})
+        rec.note("q5.find.torch_calls", sorted(trace.names))
 
 
 def numerical_expected(name, x):
@@ -469,11 +798,22 @@ def numerical_expected(name, x):
     return grad.numpy()
 
 
+def q5_find_problem(bug, expected, meta):
+    """Why find_wrong_gradient's answer on the backward with ``bug`` ("correct": none) is not ``expected``."""
+    description = "a correct backward" if bug == "correct" else Q5_BUGS[bug][0]
+    what = f"find_wrong_gradient on {description} (3 layers, float64, weight_decay={Q5_NETWORK['weight_decay']})"
+    problem = scoring.call_problem(what, f"q5.find.{bug}", meta)
+    if problem is not None:
+        return problem
+    info = meta[f"q5.find.{bug}"]
+    if info.get("type") not in ("str", "NoneType"):
+        return f"{what} returned a {info.get('type')}; it should return a name such as 'W2' (a str) or None"
+    if info.get("value") != expected:
+        return f"{what}: expected {expected!r}, got {info.get('value')!r}"
+    return None
+
+
 def score_q5(inputs, outputs, meta):
-    output_layer, hidden_layer = [], []
-    for i in range(len(BACKWARD_CASES)):
-        output_layer += backward_problems(i, inputs, outputs, meta, (2, 3))
-        hidden_layer += backward_problems(i, inputs, outputs, meta, (0, 1))
     numerical = []
     for name in NUMERICAL_CASES:
         x = inputs[f"q5.numerical.{name}"]
@@ -483,11 +823,13 @@ def score_q5(inputs, outputs, meta):
         after = outputs.get(f"q5.numerical.{name}.x_after")
         if numerical[-1] is None and (after is None or not np.array_equal(after, x)):
             numerical.append(f"{what} changed x: each entry must be put back after its two evaluations")
+    used = banned_calls.autograd_used(as_names(meta.get("q5.numerical.torch_calls")))
+    numerical.append(banned_calls.uses_autograd("numerical_gradient", used) if used else None)
     relerr = []
     for name in sorted({k.split(".")[2] for k in inputs if k.startswith("q5.relerr.")}):
         a, b = inputs[f"q5.relerr.{name}.a"], inputs[f"q5.relerr.{name}.b"]
-        expected = np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12)
-        what = f"relative_error(a, b) for {a.shape} tensors"
+        expected = q5_relative_error(a, b)
+        what = f"max_relative_error(a, b) for {a.shape} tensors"
         problem = scoring.call_problem(what, f"q5.relerr.{name}", meta)
         info = meta.get(f"q5.relerr.{name}")
         if problem is None and not isinstance(info.get("value"), (int, float)):
@@ -495,86 +837,176 @@ def score_q5(inputs, outputs, meta):
         elif problem is None and not abs(info["value"] - expected) <= 1e-12 + 1e-9 * expected:
             problem = f"{what}: expected {scoring.fmt(expected)}, got {scoring.fmt(info['value'])}"
         relerr.append(problem)
-    verdicts = {}
-    for test, problems in (("output_layer", output_layer), ("hidden_layer", hidden_layer),
-                           ("numerical_gradient", numerical), ("relative_error", relerr)):
-        problem = scoring.first_problem(problems)
-        finite = test in ("output_layer", "hidden_layer") and problem is not None and any(
-            finite_difference_problem(i, "backward", meta) for i in range(len(BACKWARD_CASES)))
-        verdicts[test] = (problem is None, problem) + (("backward is a finite-difference gradient",) if finite else ())
-    return verdicts
+    verdicts = {"numerical_gradient": scoring.first_problem(numerical),
+                "max_relative_error": scoring.first_problem(relerr)}
+    used = banned_calls.autograd_used(as_names(meta.get("q5.find.torch_calls")))
+    no_autograd = (banned_calls.uses_autograd("find_wrong_gradient", used).replace(
+        "write the derivative in closed form", "compare with numerical_gradient") if used else None)
+    verdicts["correct_backward"] = no_autograd or q5_find_problem("correct", None, meta)
+    for bug, (_, expected) in Q5_BUGS.items():
+        problem = no_autograd or q5_find_problem(bug, expected, meta)
+        if problem is None and verdicts["correct_backward"] is not None:
+            problem = ("a bug's name counts only when find_wrong_gradient returns None for the correct backward: "
+                       + verdicts["correct_backward"])
+        verdicts[bug] = problem
+    return {test: (problem is None, problem) for test, problem in verdicts.items()}
 
 
-# Hidden tests of Question 6 (autograder only). The grader trains a fresh reference MLP with the student's
-# train_mlp within the budget (enforced by the data it hands over), then measures the test accuracy itself.
-Q6 = {"name": "q6", "title": "Training on Fashion-MNIST", "points": {"losses": 6, "accuracy": 20}}
-GOAL_ACCURACY = 0.75
-BUDGET_EPOCHS, BUDGET_BATCH_SIZE, DEFAULT_LR = 2, 256, 0.1
-TRAINED_SHAPES = {"W1": (784, 256), "b1": (256,), "W2": (256, 10), "b2": (10,)}
-
-
-# the control run: this many training images with shuffled labels (16 minibatches an epoch: about 7% of the
-# retraining's time); what train_mlp trains on them must stay below CONTROL_MAX_ACCURACY on the test set
+# Hidden tests of Question 6 (autograder only). The grader retrains with the student's train_mlp on its own
+# seeds: a fresh reference MLP, with the reference backward and activations swapped in (questions 1-4 cost only
+# their own points), on data that holds exactly the chosen epochs of the budget (enforced by the data it hands
+# over), autograd off; then it measures the test accuracy itself and takes the median over the seeds.
+ACCURACY_STEPS = (0.60, 0.66, 0.71, 0.74)  # 5 points from each median test accuracy
+Q6 = {"name": "q6", "title": "Training with your own gradients, chosen on validation",
+      "points": {"loop": 4, "accuracy_60": 5, "accuracy_66": 5, "accuracy_71": 5, "accuracy_74": 5}}
+GRADER_SEEDS, MAX_EPOCHS, BUDGET_IMAGES, BUDGET_BATCH_SIZE = 3, 3, 12_000, 256
+LOOP_LR, LOOP_WEIGHT_DECAY, LOOP_EPOCHS = 0.3, 0.05, 2
+TRAINED_SHAPES = [(784, 256), (256,), (256, 10), (10,)]
+# the control run: this many training images with shuffled labels, trained once with the chosen epochs and LR; what
+# train_mlp trains on them must stay below CONTROL_MAX_ACCURACY on the test set
 CONTROL_IMAGES, CONTROL_MAX_ACCURACY = 4096, 0.4
+# CPU: at most 3 seeds x 3 epochs x 12,000 images + 3 x 4,096 = 120,288 images through 784-256-10, below the
+# second edition's 2 x 60,000 + 2 x 4,096 = 128,192.
 
 
 def inputs_q6(rng):
-    return {"q6.seed": np.array(int(rng.integers(0, 2**31 - 1)), dtype=np.int64),
-            "q6.control_images": np.array(CONTROL_IMAGES, dtype=np.int64)}
+    seeds = rng.integers(0, 2**31 - 1, size=GRADER_SEEDS + 1)
+    return {"q6.seeds": seeds[:GRADER_SEEDS].astype(np.int64), "q6.control_seed": np.array(seeds[-1], dtype=np.int64),
+            # the harvest runs in the student's process with only its own source: the budget travels as inputs
+            "q6.budget": np.array([MAX_EPOCHS, BUDGET_IMAGES, BUDGET_BATCH_SIZE, CONTROL_IMAGES, LOOP_EPOCHS]),
+            "q6.loop_lr_weight_decay": np.array([LOOP_LR, LOOP_WEIGHT_DECAY]),
+            "q6.loop_X": rng.standard_normal((8, 1, 2, 3)).astype(np.float32),
+            "q6.loop_y": rng.integers(0, 3, size=8).astype(np.int64),
+            "q6.loop_W1": (rng.standard_normal((6, 5)) * 0.5).astype(np.float32),
+            "q6.loop_b1": (rng.standard_normal(5) * 0.1).astype(np.float32),
+            "q6.loop_W2": (rng.standard_normal((5, 3)) * 0.5).astype(np.float32),
+            "q6.loop_b2": (rng.standard_normal(3) * 0.1).astype(np.float32)}
 
 
 def harvest_q6(rec, inputs):
-    """Train a fresh reference MLP (d2l's MLPScratch, 784-256-10, sigma=0.01) with the notebook's ``train_mlp``
-    and ``LR`` on data that holds exactly 2 epochs of minibatches of 256; send back what train_mlp returned and
-    the trained W1, b1, W2, b2. The notebook's own model and budget constants are not used."""
+    """The loop test on a small tanh network, then the retraining on each grader seed and the control run, each
+    with the notebook's ``train_mlp`` and ``chosen_hyperparameters()``; sends back what came back and the weights."""
     import math
     import torch
     import coursekit
-    epochs, batch_size = 2, 256
     ns = rec.ns
-    lr = ns.get("LR")
-    lr = float(lr) if type(lr) in (int, float) and 0 < lr <= 10 else 0.1
-    rec.note("q6.lr", lr)
+    names = ("W1", "b1", "W2", "b2")
+    max_epochs, budget_images, batch_size, control_images, loop_epochs = (int(v) for v in inputs["q6.budget"])
+    loop_lr, loop_weight_decay = (float(v) for v in inputs["q6.loop_lr_weight_decay"])
+
+    def relu(x):
+        return torch.clamp(x, min=0)
+
+    def relu_grad(x):
+        return (x > 0).to(x.dtype)
+
+    def sigmoid(x):
+        return torch.sigmoid(x)
+
+    def sigmoid_grad(x):
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+    def tanh(x):
+        return torch.tanh(x)
+
+    def tanh_grad(x):
+        return 1 - torch.tanh(x) ** 2
 
     class ReferenceMLP(torch.nn.Module):
-        def __init__(self, num_inputs, num_outputs, num_hiddens, lr, sigma=0.01):
+        def __init__(self, num_inputs, num_outputs, hidden_sizes, activation=relu, init="he"):
             super().__init__()
-            self.num_inputs, self.lr = num_inputs, lr
-            self.W1 = torch.nn.Parameter(torch.randn(num_inputs, num_hiddens) * sigma)
-            self.b1 = torch.nn.Parameter(torch.zeros(num_hiddens))
-            self.W2 = torch.nn.Parameter(torch.randn(num_hiddens, num_outputs) * sigma)
-            self.b2 = torch.nn.Parameter(torch.zeros(num_outputs))
+            sizes = [num_inputs, *hidden_sizes, num_outputs]
+            self.num_inputs, self.activation = num_inputs, activation
+            layers = []
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+                layers += [torch.nn.Parameter(torch.randn(fan_in, fan_out) * math.sqrt(2 / fan_in)),
+                           torch.nn.Parameter(torch.zeros(fan_out))]
+            self.params = torch.nn.ParameterList(layers)
 
         def forward(self, X):
-            return torch.relu(X.reshape(-1, self.num_inputs) @ self.W1 + self.b1) @ self.W2 + self.b2
+            H = X.reshape(-1, self.num_inputs)
+            for i in range(0, len(self.params), 2):
+                H = H @ self.params[i] + self.params[i + 1]
+                if i + 2 < len(self.params):
+                    H = self.activation(H)
+            return H
 
-    def budget_data(images, labels, generator):
-        """``data`` for train_mlp: ``train_dataloader()`` yields exactly ``epochs`` shuffled passes over
-        (images, labels) in minibatches of ``batch_size``, cut up front into plain uint8 tensors and handed out
-        once each. It holds nothing beyond the budget and no path back to the data set; no held-out data."""
-        epochs_left = []
-        for _ in range(epochs):
-            order = torch.randperm(len(labels), generator=generator)
-            epochs_left.append([(images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
-                                for i in range(0, len(labels), batch_size)])
-        per_epoch = len(epochs_left[0])
+    def reference_backward(X, y, params, activation, activation_grad, weight_decay=0.0):
+        weights, biases = list(params[0::2]), list(params[1::2])
+        H = X.reshape(len(y), -1)
+        layer_inputs, pre_activations = [H], []
+        for i, (W, b) in enumerate(zip(weights, biases)):
+            Z = H @ W + b
+            if i + 1 < len(weights):
+                pre_activations.append(Z)
+                H = activation(Z)
+                layer_inputs.append(H)
+        delta = (torch.softmax(Z, dim=1) - torch.nn.functional.one_hot(y, Z.shape[1]).to(Z.dtype)) / len(y)
+        grads = [None] * len(params)
+        for i in reversed(range(len(weights))):
+            grads[2 * i] = layer_inputs[i].T @ delta + weight_decay * weights[i]
+            grads[2 * i + 1] = delta.sum(dim=0)
+            if i:
+                delta = (delta @ weights[i].T) * activation_grad(pre_activations[i - 1])
+        return grads
+
+    swap = {"MLP": ReferenceMLP, "backward": reference_backward, "relu": relu, "relu_grad": relu_grad,
+            "sigmoid": sigmoid, "sigmoid_grad": sigmoid_grad, "tanh": tanh, "tanh_grad": tanh_grad}
+
+    class AutogradOff:
+        """Autograd off around a call (train_mlp computes with backward), the torch calls traced if asked."""
+        def __init__(self, trace=None):
+            self.trace = trace
+
+        def __enter__(self):
+            self.was_enabled = torch.is_grad_enabled()
+            torch.set_grad_enabled(False)
+            if self.trace is not None:
+                self.trace.__enter__()
+
+        def __exit__(self, *exc):
+            if self.trace is not None:
+                self.trace.__exit__(*exc)
+            torch.set_grad_enabled(self.was_enabled)
+            return False
+
+    def summary(returned):
+        kind = type(returned)
+        values = list(returned) if kind in (list, tuple) else None
+        return {"ok": True, "type": getattr(kind, "__name__", "?")[:60],
+                "len": len(values) if values is not None else None,
+                "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values[:8]] if values else [],
+                "values": [v if type(v) in (int, float) and math.isfinite(v) else None
+                           for v in values[:8]] if values else []}
+
+    def send_params(prefix, model):
+        for i, name in enumerate(names):
+            rec.call(f"{prefix}.{name}", lambda i=i: model.params[i].detach().clone())
+
+    def budget_data(batches_per_epoch_source, epochs):
+        """``data`` for train_mlp: ``train_dataloader()`` hands out each of ``epochs`` passes once, then refuses.
+        It holds nothing beyond the budget and no path back to the data set; no held-out data."""
+        epochs_left = list(batches_per_epoch_source)
 
         class Loader:
+            def __init__(self, batches):
+                self.batches = batches
+
             def __len__(self):
-                return per_epoch
+                return len(self.batches)
 
             def __iter__(self):
-                if not epochs_left:
-                    raise RuntimeError(f"the training budget is {epochs} epochs of minibatches of {batch_size}: "
-                                       f"train_mlp asked for more (num_epochs={epochs})")
-                batches = epochs_left.pop(0)
-                while batches:
-                    X, y = batches.pop(0)
-                    yield X.unsqueeze(1).float().div_(255), y
+                while self.batches:
+                    X, y = self.batches.pop(0)
+                    yield (X.unsqueeze(1).float().div_(255) if X.dtype == torch.uint8 else X), y
 
         class BudgetData:
             def train_dataloader(self):
-                return Loader()
+                if not epochs_left:
+                    raise RuntimeError(f"the training budget is {epochs} epochs: train_mlp asked for more "
+                                       f"(num_epochs={epochs})")
+                return Loader(epochs_left.pop(0))
 
             def val_dataloader(self):
                 raise RuntimeError("the grader's data has no validation or test set: train_mlp trains on "
@@ -583,45 +1015,76 @@ def harvest_q6(rec, inputs):
         BudgetData.batch_size = batch_size
         return BudgetData()
 
+    def image_epochs(images, labels, generator, epochs):
+        """Each epoch's minibatches, cut up front as uint8 (scaled to [0, 1] floats only when handed out)."""
+        for _ in range(epochs):
+            order = torch.randperm(len(labels), generator=generator)
+            yield [(images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
+                   for i in range(0, len(labels), batch_size)]
+
     train = ns.get("train_mlp")
     if not callable(train):
-        rec.meta["q6.train"] = {"error": "NameError: 'train_mlp' is not defined in the notebook"}
+        rec.meta["q6.loop"] = {"error": "NameError: 'train_mlp' is not defined in the notebook"}
         return
+    # The loop test: two fixed minibatches an epoch, a small tanh network, weight decay.
+    X, y = torch.from_numpy(inputs["q6.loop_X"]), torch.from_numpy(inputs["q6.loop_y"])
+    loop_model = ReferenceMLP(6, 3, [5], activation=tanh)
+    with torch.no_grad():
+        for parameter, name in zip(loop_model.params, names):
+            parameter.copy_(torch.from_numpy(inputs[f"q6.loop_{name}"]))
+    loop_data = budget_data([[(X[:4], y[:4]), (X[4:], y[4:])] for _ in range(loop_epochs)], loop_epochs)
+    trace = _ck_torch_calls()
+    with _CkSwap(ns, swap):
+        ok, returned = rec.run("q6.loop", train, loop_model, loop_data, num_epochs=loop_epochs, lr=loop_lr,
+                               weight_decay=loop_weight_decay, watch=AutogradOff(trace))
+    rec.note("q6.loop.torch_calls", sorted(trace.names))
+    if ok:
+        rec.note("q6.loop", summary(returned))
+        send_params("q6.loop", loop_model)
+    # The choice, read once, then the retraining on each grader seed.
+    ok, choice = rec.run("q6.choice", "chosen_hyperparameters")
+    if not ok:
+        return
+    valid = (type(choice) is tuple and len(choice) == 3 and type(choice[0]) in (int, float) and 0 < choice[0] <= 10
+             and type(choice[1]) is int and 1 <= choice[1] <= max_epochs
+             and type(choice[2]) in (int, float) and 0 <= choice[2] < 1)
+    if not valid:
+        rec.meta["q6.choice"] = {"invalid": repr(choice)[:200]}
+        return
+    lr, num_epochs, weight_decay = float(choice[0]), choice[1], float(choice[2])
+    rec.note("q6.choice", {"ok": True, "lr": lr, "num_epochs": num_epochs, "weight_decay": weight_decay})
     arrays = coursekit.load_fashion_mnist(download=False)
     images, labels = arrays.train_images, arrays.train_labels
     del arrays
-    seed = int(inputs["q6.seed"])
-    torch.manual_seed(seed)
-    model = ReferenceMLP(784, 10, 256, lr=lr)
-    data = budget_data(images, labels, torch.Generator().manual_seed(seed))
-    reference = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
-    with _CkSwap(ns, reference):
-        ok, returned = rec.run("q6.train", train, model, data, num_epochs=epochs, lr=lr)
-    if not ok:
-        return
-    kind = type(returned)
-    values = list(returned) if kind in (list, tuple) else None
-    rec.note("q6.train", {"ok": True, "type": getattr(kind, "__name__", "?")[:60],
-                          "len": len(values) if values is not None else None,
-                          "item_types": [getattr(type(v), "__name__", "?")[:40] for v in values[:8]] if values else [],
-                          "values": [v if type(v) in (int, float) and math.isfinite(v) else None
-                                     for v in values[:8]] if values else []})
+    for k, seed in enumerate(int(s) for s in inputs["q6.seeds"]):
+        generator = torch.Generator().manual_seed(seed)
+        few = torch.randperm(len(labels), generator=generator)[:budget_images]
+        torch.manual_seed(seed)
+        model = ReferenceMLP(784, 10, [256])
+        data = budget_data(image_epochs(images[few], labels[few], generator, num_epochs), num_epochs)
+        with _CkSwap(ns, swap):
+            ok, returned = rec.run(f"q6.seed{k}", train, model, data, num_epochs=num_epochs, lr=lr,
+                                   weight_decay=weight_decay, watch=AutogradOff())
+        if not ok:
+            return
+        rec.note(f"q6.seed{k}", summary(returned))
+        send_params(f"q6.seed{k}", model)
+        del model, data
     # The control: the same call on a few training images whose labels are shuffled. A train_mlp that learns
     # from the data it is given reaches chance there; one that returns weights made elsewhere does not.
-    generator = torch.Generator().manual_seed(seed + 1)
-    few = torch.randperm(len(labels), generator=generator)[:int(inputs["q6.control_images"])]
+    seed = int(inputs["q6.control_seed"])
+    generator = torch.Generator().manual_seed(seed)
+    few = torch.randperm(len(labels), generator=generator)[:control_images]
     shuffled = labels[few][torch.randperm(len(few), generator=generator)]
-    torch.manual_seed(seed + 1)
-    control = ReferenceMLP(784, 10, 256, lr=lr)
-    with _CkSwap(ns, reference):
-        ok, _ = rec.run("q6.control", train, control, budget_data(images[few], shuffled, generator),
-                        num_epochs=epochs, lr=lr)
+    torch.manual_seed(seed)
+    control = ReferenceMLP(784, 10, [256])
+    data = budget_data(image_epochs(images[few], shuffled, generator, num_epochs), num_epochs)
+    with _CkSwap(ns, swap):
+        ok, _ = rec.run("q6.control", train, control, data, num_epochs=num_epochs, lr=lr,
+                        weight_decay=weight_decay, watch=AutogradOff())
     if ok:
         rec.note("q6.control", {"ok": True, "images": len(few)})
-        for name in ("W1", "b1", "W2", "b2"):
-            rec.call(f"q6.control.{name}", getattr, control, name)
-    for name in ("W1", "b1", "W2", "b2"):
-        rec.call(f"q6.{name}", getattr, model, name)
+        send_params("q6.control", control)
 
 
 _TEST_SET = {}
@@ -637,53 +1100,142 @@ def fashion_mnist_test_set():
     return _TEST_SET["X"], _TEST_SET["y"]
 
 
-def score_q6(inputs, outputs, meta):
-    origin = "the reference MLP trained by your train_mlp"
-    problem = scoring.call_problem("train_mlp", "q6.train", meta)
+def training_problem(what, key, meta):
+    """Why train_mlp gave nothing usable under ``key`` (autograd named as such), or None."""
+    problem = scoring.call_problem(what, key, meta)
+    if problem is not None and ("does not require grad" in problem or "grad_fn" in problem):
+        return (f"{problem}; train_mlp uses autograd (loss.backward()), and the grader runs it with autograd off: "
+                "compute the gradients with backward")
+    return problem
+
+
+def losses_problem(info, epochs):
+    """Why what train_mlp returned is not one Python float per epoch, or None."""
+    if info.get("type") not in ("list", "tuple") or info.get("len") != epochs:
+        return (f"train_mlp(model, data, num_epochs={epochs}, ...) should return a list of {epochs} Python floats, "
+                f"one mean loss per epoch; it returned a {info.get('type')}"
+                + (f" of {info.get('len')} items" if info.get("len") is not None else ""))
+    if info.get("item_types") != ["float"] * epochs:
+        return (f"train_mlp should return Python floats (loss.item()), one per epoch; its list holds "
+                f"{', '.join(info.get('item_types') or [])}")
+    if any(v is None for v in info.get("values", [None])):
+        return "train_mlp returned a loss that is nan or inf: training diverged (learning rate too high?)"
+    return None
+
+
+def expected_loop(inputs):
+    """SGD with autograd's gradients (float64) on the loop test: the parameters and each epoch's mean losses."""
+    X = torch.from_numpy(inputs["q6.loop_X"]).double().reshape(8, -1)
+    y = torch.from_numpy(inputs["q6.loop_y"])
+    current = [torch.from_numpy(inputs[f"q6.loop_{n}"]).double() for n in ("W1", "b1", "W2", "b2")]
+    means, with_decay = [], []
+    for _ in range(LOOP_EPOCHS):
+        losses, penalties = [], []
+        for rows in (slice(0, 4), slice(4, 8)):
+            leaves = [p.clone().requires_grad_(True) for p in current]
+            logits = torch.tanh(X[rows] @ leaves[0] + leaves[1]) @ leaves[2] + leaves[3]
+            loss = torch.nn.functional.cross_entropy(logits, y[rows])
+            penalty = LOOP_WEIGHT_DECAY / 2 * ((leaves[0] ** 2).sum() + (leaves[2] ** 2).sum())
+            grads = torch.autograd.grad(loss + penalty, leaves)
+            losses.append(loss.item())
+            penalties.append(penalty.item())
+            current = [(p - LOOP_LR * g).detach() for p, g in zip(current, grads)]
+        means.append(sum(losses) / 2)
+        with_decay.append(means[-1] + sum(penalties) / 2)
+    return current, means, with_decay
+
+
+def loop_problem(inputs, outputs, meta):
+    problem = training_problem("train_mlp on the small network", "q6.loop", meta)
     if problem is not None:
-        return {"losses": (False, problem), "accuracy": (False, problem)}
-    info = meta["q6.train"]
-    losses_problem = None
-    if info.get("type") not in ("list", "tuple") or info.get("len") != BUDGET_EPOCHS:
-        losses_problem = (f"train_mlp(model, data, num_epochs={BUDGET_EPOCHS}, lr) should return a list of "
-                          f"{BUDGET_EPOCHS} floats, one per epoch; it returned a {info.get('type')}"
-                          + (f" of {info.get('len')} items" if info.get("len") is not None else ""))
-    elif info.get("item_types") != ["float"] * BUDGET_EPOCHS:
-        losses_problem = (f"train_mlp should return Python floats (loss.item()), one per epoch; its list holds "
-                          f"{', '.join(info.get('item_types') or [])}")
-    elif any(v is None for v in info.get("values", [None])):
-        losses_problem = "train_mlp returned a loss that is nan or inf: training diverged (learning rate too high?)"
-    weights, problem = read_weights("q6", origin, outputs, meta)
-    flag = None
+        return problem
+    used = banned_calls.autograd_used(as_names(meta.get("q6.loop.torch_calls")))
+    if used:
+        return (f"the grader will not count this: train_mlp uses autograd ({', '.join(used)}); compute the "
+                "gradients with backward")
+    problem = losses_problem(meta["q6.loop"], LOOP_EPOCHS)
+    if problem is not None:
+        return problem
+    expected, means, with_decay = expected_loop(inputs)
+    got = [outputs.get(f"q6.loop.{name}") for name in ("W1", "b1", "W2", "b2")]
+    if any(g is None or g.shape != tuple(e.shape) for g, e in zip(got, expected)):
+        return "the parameters of the small network could not be read back after train_mlp"
+    before = [inputs[f"q6.loop_{name}"] for name in ("W1", "b1", "W2", "b2")]
+    if all(np.array_equal(g, b) for g, b in zip(got, before)):
+        return ("train_mlp did not change model.params: update each parameter in place (W -= lr * dW, "
+                "under torch.no_grad())")
+    for name, g, e in zip(("W1", "b1", "W2", "b2"), got, expected):
+        error = float(np.abs(g.astype(np.float64) - e.numpy()).max())
+        if not error <= 1e-5:
+            return (f"after {LOOP_EPOCHS} epochs of 2 minibatches (lr={LOOP_LR}, weight_decay={LOOP_WEIGHT_DECAY}, "
+                    f"tanh) {name} is not what SGD with backward's gradients gives (off by {error:.2g}): one step per "
+                    "minibatch, W -= lr * dW, weight_decay passed to backward, and the derivative of model.activation")
+    returned = meta["q6.loop"]["values"]
+    if not any(all(abs(a - b) <= 1e-4 for a, b in zip(returned, want)) for want in (means, with_decay)):
+        return (f"train_mlp returned the losses {', '.join(f'{v:.4f}' for v in returned)}; the mean cross-entropy of "
+                f"each epoch's minibatches (before each step) is {means[0]:.4f}, {means[1]:.4f} "
+                f"({with_decay[0]:.4f}, {with_decay[1]:.4f} with the weight-decay term)")
+    return None
+
+
+def score_q6(inputs, outputs, meta):
+    loop = loop_problem(inputs, outputs, meta)
+    verdicts = {"loop": (loop is None, loop)}
+    accuracy_names = [f"accuracy_{round(100 * step)}" for step in ACCURACY_STEPS]
+
+    def all_accuracy(problem, *flag):
+        verdicts.update({name: (False, problem, *flag) for name in accuracy_names})
+        return verdicts
+
+    if loop is not None and loop.startswith(("the grader will not count this", "not attempted yet")):
+        return all_accuracy(loop)
+    choice = meta.get("q6.choice")
+    if isinstance(choice, dict) and "invalid" in choice:
+        return all_accuracy(f"chosen_hyperparameters() should return (LR, NUM_EPOCHS, WEIGHT_DECAY) with 0 < LR <= 10, "
+                            f"NUM_EPOCHS a whole number from 1 to {MAX_EPOCHS} and 0 <= WEIGHT_DECAY < 1; it returned "
+                            f"{choice['invalid']}")
+    problem = scoring.call_problem("chosen_hyperparameters()", "q6.choice", meta)
+    if problem is not None:
+        return all_accuracy(problem)
+    setting = f"LR={choice['lr']:g}, NUM_EPOCHS={choice['num_epochs']}, WEIGHT_DECAY={choice['weight_decay']:g}"
+    origin = f"the reference MLP trained by your train_mlp ({setting})"
+    accuracies = []
+    for k in range(GRADER_SEEDS):
+        problem = training_problem(f"train_mlp (seed {k + 1} of {GRADER_SEEDS})", f"q6.seed{k}", meta)
+        weights = None
+        if problem is None:
+            weights, problem = read_weights(f"q6.seed{k}", origin, outputs, meta)
+        if problem is not None:
+            return all_accuracy(problem)
+        accuracies.append(test_accuracy(weights))
+    median = float(np.median(accuracies))
+    control, problem = read_weights("q6.control", "the reference MLP your train_mlp trained on the control data "
+                                                  "(shuffled labels)", outputs, meta)
     if problem is None:
-        accuracy = test_accuracy(weights)
-        verdict = (accuracy >= GOAL_ACCURACY, f"test accuracy {accuracy:.3f} of {origin} (2 epochs, minibatches of "
-                                              f"256, lr={meta.get('q6.lr')}); at least {GOAL_ACCURACY:.2f} is needed")
-        control_origin = "the reference MLP your train_mlp trained on the control data (shuffled labels)"
-        control, control_problem = read_weights("q6.control", control_origin, outputs, meta)
-        if control_problem is None:
-            control_problem = scoring.call_problem("train_mlp on the control data", "q6.control", meta)
-        if control_problem is not None:
-            verdict = (False, f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled labels "
-                              f"(a check that it learns from the data it is given), and failed there: {control_problem}")
-        else:
-            chance = test_accuracy(control)
-            if chance >= CONTROL_MAX_ACCURACY:
-                flag = (f"train_mlp reached test accuracy {chance:.2f} on {CONTROL_IMAGES} images with shuffled "
-                        "labels: what it returns does not come from the data it is given")
-                verdict = (False, f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled "
-                                  f"labels and reached test accuracy {chance:.3f} (learning from them gives about "
-                                  f"0.10; at most {CONTROL_MAX_ACCURACY} is accepted): the model it returns does not "
-                                  "come from the data it is given (weights made earlier, other data, or the test set)")
-    else:
-        verdict = (False, problem)
-    return {"losses": (losses_problem is None, losses_problem), "accuracy": verdict + ((flag,) if flag else ())}
+        problem = training_problem("train_mlp on the control data", "q6.control", meta)
+    if problem is not None:
+        return all_accuracy(f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled labels "
+                            f"(a check that it learns from the data it is given), and failed there: {problem}")
+    chance = test_accuracy(control)
+    if chance >= CONTROL_MAX_ACCURACY:
+        return all_accuracy(
+            f"train_mlp was also called on {CONTROL_IMAGES} training images with shuffled labels and reached test "
+            f"accuracy {chance:.3f} (learning from them gives about 0.10; at most {CONTROL_MAX_ACCURACY} is accepted): "
+            "the model it returns does not come from the data it is given (weights made earlier, other data, or the "
+            "test set)",
+            f"train_mlp reached test accuracy {chance:.2f} on {CONTROL_IMAGES} images with shuffled labels: what it "
+            "returns does not come from the data it is given")
+    seeds = ", ".join(f"{a:.3f}" for a in accuracies)
+    for name, step in zip(accuracy_names, ACCURACY_STEPS):
+        verdicts[name] = (median >= step, f"median test accuracy {median:.3f} over {GRADER_SEEDS} seeds ({seeds}) of "
+                                          f"{origin}; {step:.2f} is needed for these 5 points")
+    return verdicts
 
 
 def read_weights(prefix, origin, outputs, meta):
     """``({name: tensor}, None)`` for the trained W1, b1, W2, b2 under ``prefix``, or ``({}, problem)``."""
     weights = {}
-    for name, shape in TRAINED_SHAPES.items():
+    for name, shape in zip(("W1", "b1", "W2", "b2"), TRAINED_SHAPES):
         key = f"{prefix}.{name}"
         problem = scoring.call_problem(f"{name} of {origin}", key, meta)
         if problem is None:
