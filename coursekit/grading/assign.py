@@ -278,10 +278,14 @@ def execute(nb, cwd: Path, timeout: int = 600):
     Any error stops it: a generated or solution notebook must run from top to bottom.
     """
     from nbclient import NotebookClient
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     nb = copy.deepcopy(nb)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False, record_timing=False,
                             resources={"metadata": {"path": str(cwd)}})
     client.execute()
+    # a cell's prints can come back in several stream chunks, more of them on a busy machine: merged, the
+    # committed outputs do not depend on the load they were made under
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     nb.metadata = copy.deepcopy(NOTEBOOK_METADATA)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
