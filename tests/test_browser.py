@@ -522,9 +522,11 @@ def test_course_notebooks_present():
     lectures = [p for p in course_notebooks() if p.startswith("notebooks/")]
     assert on_disk, "no lecture notebooks in notebooks/"
     assert lectures == on_disk, f"the browser test runs {lectures}, but notebooks/ holds {on_disk}"
-    # Lectures are named NN_topic and read in that order: a duplicate number is a misnamed file.
-    numbers = [Path(p).name[:3] for p in lectures]
-    assert all(re.fullmatch(r"\d\d_", n) for n in numbers), f"lecture names must start NN_: {lectures}"
+    # Lectures are named NN_topic, or NNb_topic for the second part of a split lecture, and read in that order: a
+    # duplicate number is a misnamed file.
+    numbers = [re.match(r"\d\d[a-z]?_", Path(p).name) for p in lectures]
+    assert all(numbers), f"lecture names must start NN_ or NNb_: {lectures}"
+    numbers = [n.group() for n in numbers]
     assert len(set(numbers)) == len(numbers), f"two lectures share a number: {lectures}"
     assert LAB_NOTEBOOK in course_notebooks(), f"{LAB_NOTEBOOK} is missing"
 
