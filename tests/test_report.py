@@ -103,9 +103,9 @@ def test_feedback_quotes_the_failing_function_and_the_self_check():
 # ------------------------------------------------------------------------------------ a real class, in Chromium
 
 CLASS = {"correct": "2026-12-11T21:00:00+00:00", "torch_relu": "2026-12-11T21:30:00+00:00",
-         "collapse_b_is_b2": "2026-12-12T09:00:00+00:00",          # late: 11 h -> 1 day, 10 %
+         "rms_as_tensors": "2026-12-12T09:00:00+00:00",          # late: 11 h -> 1 day, 10 %
          "relu_grad_at_zero": "2026-12-11T22:10:00+00:00",         # within the 15 minutes of grace
-         "hard_coded_784": "2026-12-11T20:00:00+00:00"}
+         "random_biases": "2026-12-11T20:00:00+00:00"}
 TERM = ("[lab]\ndeadline = 2026-12-11T23:00:00+01:00\ngrace_minutes = 15\npenalty_percent_per_day = 10\n"
         "max_penalty_percent = 50\n")
 
@@ -148,38 +148,40 @@ def _gradebook(out):
 @pytest.mark.slow
 def test_the_late_hand_in_is_penalised_in_the_gradebook_and_feedback(real_class):
     rows = _gradebook(real_class)
-    late = rows["collapse_b_is_b2"]
-    assert (late["total"], late["late_penalty"], late["final_total"]) == ("92", "10", "82")
+    late = rows["rms_as_tensors"]
+    assert (late["total"], late["late_penalty"], late["final_total"]) == ("96", "10", "86")
     assert late["handed_in_at"] == "2026-12-12T09:00:00+00:00" and late["late_by"] == "11 h"
     grace = rows["relu_grad_at_zero"]
-    assert grace["late_penalty"] == "0" and grace["final_total"] == grace["total"] == "97"
+    assert grace["late_penalty"] == "0" and grace["final_total"] == grace["total"] == "98"
     assert rows["correct"]["final_total"] == "100"
-    text = (real_class / "feedback" / "collapse_b_is_b2.txt").read_text()
-    assert "11 h after the deadline, 1 day late, so 10 % of the maximum points are taken off: 92 - 10 = 82" in text
+    text = (real_class / "feedback" / "rms_as_tensors.txt").read_text()
+    assert "11 h after the deadline, 1 day late, so 10 % of the maximum points are taken off: 96 - 10 = 86" in text
 
 
 @pytest.mark.slow
 def test_html_feedback_shows_expected_got_code_and_hint(real_class):
-    page = (real_class / "feedback" / "collapse_b_is_b2.html").read_text()
-    assert "def collapse(" in page and "return W1 @ W2, b2" in page
+    page = (real_class / "feedback" / "rms_as_tensors.html").read_text()
+    assert "def hidden_rms(" in page and "values.append(H.square().mean().sqrt())" in page
     assert 'check("q3")' in page
-    results = json.loads((real_class / "gradescope" / "collapse_b_is_b2" / "results.json").read_text())
+    results = json.loads((real_class / "gradescope" / "rms_as_tensors" / "results.json").read_text())
     q3 = [t for t in results["tests"] if t["name"].startswith("q3")]
-    assert q3 and all(t["score"] == 0 for t in q3) and "your collapse:" in q3[0]["output"]
-    assert sum(t["score"] for t in results["tests"]) == results["score"] == 92
+    lost = [t for t in q3 if t["score"] == 0]
+    assert len(lost) == 1 and "hidden_rms" in lost[0]["name"] and "your hidden_rms:" in lost[0]["output"], lost
+    assert all(t["score"] == t["max_score"] for t in q3 if t is not lost[0])
+    assert sum(t["score"] for t in results["tests"]) == results["score"] == 96
 
 
 @pytest.mark.slow
 def test_lms_exports_list_the_missing_and_the_unknown(real_class):
     canvas = list(csv.reader((real_class / "canvas.csv").open()))
     scores = {row[0]: row[5] for row in canvas[2:]}
-    assert scores["Student collapse_b_is_b2"] == "82" and scores["Absent Student"] == "0"
+    assert scores["Student rms_as_tensors"] == "86" and scores["Absent Student"] == "0"
     assert len(canvas) == 2 + len(CLASS) + 1
     summary = (real_class / "summary.txt").read_text()
     assert "no hand-in (1, exported as 0, status missing): absent" in summary
     assert "not on the roster (1, graded but NOT exported): '=1+1__b_x__b_" in summary or \
         "not on the roster (1, graded but NOT exported)" in summary
-    assert "collapse_b_is_b2: 11 h, -10 points" in summary
+    assert "rms_as_tensors: 11 h, -10 points" in summary
 
 
 @pytest.mark.slow
@@ -200,14 +202,14 @@ def test_report_in_chromium_offline(real_class, playwright):
         assert failures.count() > 10                          # a row per hidden test (header included)
         rows = failures.all_inner_texts()
         assert "1 of 6" in rows[1], rows[1]                   # each mistake is one student's: 1 of 6 at most
-        assert any(r.startswith("q3") and "1 of 6" in r and "b of collapse" in r for r in rows), rows
+        assert any(r.startswith("q3") and "1 of 6" in r and "hidden_rms" in r for r in rows), rows
         assert page.locator("#totals-plot svg").bounding_box()["width"] > 300
-        assert page.locator("#late tr").count() == 2 and "collapse_b_is_b2" in page.locator("#late").inner_text()
+        assert page.locator("#late tr").count() == 2 and "rms_as_tensors" in page.locator("#late").inner_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "class-report.png"), full_page=True)
-        page.goto((real_class / "feedback" / "collapse_b_is_b2.html").as_uri())
-        assert "82 / 100" in page.locator("h1").inner_text()
-        assert "return W1 @ W2, b2" in page.locator("#q3 pre").inner_text()
+        page.goto((real_class / "feedback" / "rms_as_tensors.html").as_uri())
+        assert "86 / 100" in page.locator("h1").inner_text()
+        assert "values.append(H.square().mean().sqrt())" in page.locator("#q3 pre").inner_text()
         page.screenshot(path=str(ARTIFACTS / "feedback-page.png"), full_page=True)
         assert outside == [] and errors == []
     finally:
