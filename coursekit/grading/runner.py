@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import stat
 import threading
 import time
 import zipfile
@@ -109,22 +108,6 @@ def notebook_code_cells(path, max_mb: int = MAX_NOTEBOOK_MB) -> tuple[list[str],
             src = ""
         sources.append(src)
     return sources, notes
-
-
-def _read_regular(path: Path, max_bytes: int) -> bytes | None:
-    """A file's bytes if it is a regular file (not a link, fifo, device) of at most max_bytes, else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read(max_bytes + 1)[:max_bytes]
-    finally:
-        os.close(fd)
 
 
 def _load_outputs(npz_bytes: bytes, meta_bytes: bytes, max_meta_bytes: int) -> tuple[dict, dict, list[str]]:
@@ -423,16 +406,15 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             tracker(events.poll(), time.monotonic() - start)
             code = z.exit_code(job_id)
             output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
-            for fd in (out_fd, ev_fd, srv_fd):
+            results = None
+            if tracker.harvest_since is not None:
+                per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
+                size = os.fstat(res_fd).st_size
+                data = os.pread(res_fd, size, 0) if size <= 16 * per_question else None
+                results = protocol.decode_frames(data or b"", nonce)
+            for fd in (out_fd, ev_fd, srv_fd, res_fd):
                 os.close(fd)
             z.forget(job_id)
-        results = None
-        if tracker.harvest_since is not None:
-            per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
-            size = os.fstat(res_fd).st_size
-            data = os.pread(res_fd, size, 0) if size <= 16 * per_question else None
-            results = protocol.decode_frames(data or b"", nonce)
-        os.close(res_fd)
         return killed_for, code, output, results
     finally:
         shutil.rmtree(host, ignore_errors=True)
