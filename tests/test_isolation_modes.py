@@ -104,9 +104,26 @@ def test_the_memory_default_fits_the_containers_limit(monkeypatch):
     monkeypatch.setattr(sandbox, "cgroup_memory_limit_mb", lambda: None)
     assert sandbox.default_memory_mb() == default
     monkeypatch.setattr(sandbox, "cgroup_memory_limit_mb", lambda: 2048)
-    assert sandbox.default_memory_mb() == 2048 - sandbox.GRADER_RESERVE_MB
+    assert sandbox.default_memory_mb() == 2048 - Limits.GRADER_RESERVE_MB == 1024
+    monkeypatch.setattr(sandbox, "cgroup_memory_limit_mb", lambda: 1100)      # never less than the floor
+    assert sandbox.default_memory_mb() == Limits.MIN_MEMORY_MB == 256
     monkeypatch.setattr(sandbox, "cgroup_memory_limit_mb", lambda: 64 << 10)
     assert sandbox.default_memory_mb() == default
+
+
+def test_without_root_or_user_namespaces_the_refusal_names_every_way_out(monkeypatch):
+    """What ``describe_isolation`` says where no mode works for an ordinary user: what to enable or install, root,
+    and the container route (mode container, as on Gradescope)."""
+    monkeypatch.setattr(sandbox, "_MODE_CACHE", {"mode": "unavailable", "why_not_userns": "unshare: EPERM"})
+    monkeypatch.setattr(sandbox, "is_root", lambda: False)
+    text = sandbox.describe_isolation()
+    assert text.startswith("unavailable: not root, and no unprivileged user namespace (unshare: EPERM)"), text
+    for way_out in ("apt-get install bubblewrap", "kernel.unprivileged_userns_clone=1", "user.max_user_namespaces",
+                    "grade as root", "docker run or podman run with Docker's default capabilities",
+                    "mode container"):
+        assert way_out in text, (way_out, text)
+    with pytest.raises(sandbox.WarmServerError, match="no isolation available.*mode container"):
+        sandbox.WarmServer()
 
 
 def test_userns_is_refused_as_root(monkeypatch):

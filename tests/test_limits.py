@@ -14,7 +14,7 @@ from coursekit import cli
 from coursekit.grading import sandbox
 from coursekit.grading.protocol import JobSpec, Limits
 from coursekit.grading.submissions import UnreadableSubmission, find_submissions, read_submission
-from coursekit.paths import GRADING
+from coursekit.paths import GRADING, HARVEST_DRIVER
 
 COMMANDS = {"grade": ["grade", "subs", "--out", "out"],
             "gradescope-run": ["gradescope-run", "--submission", "s", "--autograder-dir", "a", "--results", "r"]}
@@ -65,11 +65,55 @@ def test_the_job_gets_every_limit_from_limits_and_has_none_of_its_own():
     assert spec.harvest_call_timeout == ODD.harvest_call_timeout == min(33 / 2, max(7, 10))
     assert (spec.harvest_question_timeout, spec.harvest_grant_timeout) == (33, ODD.harvest_grant_timeout)
     assert spec.output_limit_bytes == 3 << 20 and spec.max_results_bytes == (5 << 20) + (3 << 10)
+    # the harvest's own caps travel with the job too: its largest tensor follows max_results_mb
+    assert spec.harvest_max_elements == ODD.harvest_max_elements == (5 << 20) // 16
+    assert Limits().harvest_max_elements == 4 * 2**20 and spec.harvest_error_chars == Limits.HARVEST_ERROR_CHARS
     assert JobSpec.from_json(spec.to_json()) == spec
     # a limit left out is an error, never a default of the job's own (the warm server had 60 s and 10 s)
     no_default = {f.name for f in dataclasses.fields(JobSpec)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     assert no_default == {f.name for f in dataclasses.fields(JobSpec)} - {"skip"}
+
+
+def test_a_replay_gets_its_cells_time_again_within_the_submissions():
+    assert Limits(submission_timeout=300).replay_deadline(20) == 1.5 * 20 + 5
+    assert Limits(submission_timeout=300).replay_deadline(0) == 5
+    assert Limits(submission_timeout=40).replay_deadline(100) == 40
+
+
+def _driver(namespace: dict) -> dict:
+    """The harvest driver's source run in ``namespace`` (as labspec puts it at the top of the harvest code)."""
+    exec(compile(HARVEST_DRIVER.read_text(encoding="utf-8"), "<harvest>", "exec"), namespace)
+    return namespace
+
+
+def test_the_harvest_takes_its_caps_from_the_job_before_any_student_code_runs():
+    import torch
+    caps = {"max_elements": 10, "error_chars": 12}
+
+    def raise_the_cap():          # the student's code, called by the harvest: tries to lift the caps it was given
+        caps["max_elements"] = caps["error_chars"] = 10**9
+        return torch.zeros(11)
+
+    def harvest_q1(rec, inputs):
+        rec.call("q1.first", raise_the_cap)
+        rec.call("q1.second", lambda: torch.zeros(11))
+        rec.call("q1.fits", lambda: torch.zeros(10))
+        rec.call("q1.boom", lambda: 1 / 0)
+
+    # the sandbox's harvest process gives _ck_inputs, _ck_caps (from the JobSpec) and _ck_per_question
+    ns = _driver({"_ck_inputs": {}, "_ck_caps": caps, "_ck_per_question": lambda plan: [run() for _, run in plan]})
+    [(arrays, meta)] = ns["_ck_harvest_main"]([("q1", harvest_q1)], ns)
+    assert sorted(arrays) == ["q1.fits"]
+    for key in ("q1.first", "q1.second"):
+        assert meta[key]["problem"] == "too large to send back (11 elements)", meta
+    assert meta["q1.boom"]["error"] == "ZeroDivisionError: division by zero"[:12]
+    # a harvest process that gave no caps: an error, never a default of the driver's own
+    ns = _driver({"_ck_inputs": {}, "_ck_per_question": lambda plan: [run() for _, run in plan]})
+    with pytest.raises(KeyError, match="_ck_caps"):
+        ns["_ck_harvest_main"]([("q1", harvest_q1)], ns)
+    # run in process (the lab's own tests, no job): the default Limits' caps
+    assert _driver({})["_ck_read_caps"]({}, False) == (Limits().harvest_max_elements, Limits.HARVEST_ERROR_CHARS)
 
 
 def test_no_job_is_built_outside_limits():
@@ -80,49 +124,74 @@ def test_no_job_is_built_outside_limits():
         assert path.name == "protocol.py" or not built, f"{path.name}:{built}: use Limits.job_spec"
 
 
-# Numbers that are not a submission's limits: the grader's own memory reserve in a small container.
-NOT_LIMITS = {"GRADER_RESERVE_MB"}
-LIMIT_NAME = re.compile(r"(TIMEOUT|_S|_MB|_KB|_BYTES)$")
-# The modules that apply a submission's limits; sandbox's other timeouts are the machine's (probes, the server's
-# start), only its sizes are checked.
-SIZE_AND_TIME = ("runner", "warm_server", "harvest_driver", "submissions", "batch", "grade", "cli")
+LIMIT_NAME = re.compile(r"(TIMEOUT|_S|_MB|_KB|_BYTES|_ELEMENTS|_CHARS|_TEXT|_ENTRIES)$|(^|_)MAX(_|$)")
+# The modules that apply a submission's limits or wait on the machine (the sandbox: the server's start, its probes,
+# a job's start and kill): every wait and cap there is a field of Limits, derived from them, or a class constant
+# of Limits.
+SCANNED = ("runner", "warm_server", "harvest_driver", "submissions", "batch", "grade", "sandbox", "cli")
+CLOCKS = {"time", "monotonic", "perf_counter"}
 
 
-def _hard_coded(path: Path, times: bool) -> list[str]:
+def _number(node) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+
+
+def _reads_clock(node) -> bool:
+    return any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) in CLOCKS
+               for n in ast.walk(node))
+
+
+def _limit_arg(name: str) -> bool:
+    return "timeout" in name or name.startswith("max_")
+
+
+def _hard_coded(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        number = lambda v: isinstance(v, ast.Constant) and type(v.value) in (int, float)  # noqa: E731
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift) and number(node.left) \
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift) and _number(node.left) \
                 and node.left.value != 1:           # "64 << 20": a size in MiB written as a number (1 << 20: a chunk)
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
-        if isinstance(node, ast.Assign) and number(node.value):
+        if isinstance(node, ast.Assign) and _number(node.value):
             for target in node.targets:
-                if isinstance(target, ast.Name) and LIMIT_NAME.search(target.id) and target.id not in NOT_LIMITS:
+                if isinstance(target, ast.Name) and LIMIT_NAME.search(target.id):
                     found.append(f"{path.name}:{node.lineno}: {target.id} = {node.value.value}")
-        if times and isinstance(node, ast.keyword) and node.arg and "timeout" in node.arg and number(node.value):
+        if isinstance(node, ast.keyword) and node.arg and _limit_arg(node.arg) and _number(node.value):
             found.append(f"{path.name}:{node.lineno}: {node.arg}={node.value.value}")
-        if times and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args.posonlyargs + node.args.args
             pairs = list(zip(args[len(args) - len(node.args.defaults):], node.args.defaults))
             pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
             found += [f"{path.name}:{node.lineno}: {node.name}({a.arg}={d.value})" for a, d in pairs
-                      if "timeout" in a.arg and number(d)]
+                      if _limit_arg(a.arg) and _number(d)]
+        # a deadline or an age written as a number: "time.monotonic() + 10", "time.time() - mtime < 3600"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)) and \
+                any(_reads_clock(side) for side in (node.left, node.right)) and \
+                any(_number(side) for side in (node.left, node.right)):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Compare) and _reads_clock(node.left) and \
+                any(_number(c) and c.value > 1 for c in node.comparators):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
 def test_no_limit_is_written_as_a_number_outside_limits():
-    paths = [GRADING / f"{m}.py" for m in SIZE_AND_TIME if m != "cli"] + [Path(cli.__file__)]
-    found = [line for p in paths for line in _hard_coded(p, times=True)]
-    found += _hard_coded(GRADING / "sandbox.py", times=False)
-    assert found == []
+    paths = [GRADING / f"{m}.py" for m in SCANNED if m != "cli"] + [Path(cli.__file__)]
+    assert [line for p in paths for line in _hard_coded(p)] == []
 
 
 def test_the_scan_finds_a_limit_written_as_a_number(tmp_path):
     planted = tmp_path / "planted.py"
-    planted.write_text("_HARVEST_CALL_S = 10.0\nsize = 64 << 20\nchunk = 1 << 20\n"
-                       "def run(timeout=60):\n    wait(timeout=5)\n")
-    assert sorted(_hard_coded(planted, times=True)) == ["planted.py:1: _HARVEST_CALL_S = 10.0", "planted.py:2: 64 << 20",
-                                                        "planted.py:4: run(timeout=60)", "planted.py:5: timeout=5"]
+    planted.write_text("_HARVEST_CALL_S = 10.0\nsize = 64 << 20\nchunk = 1 << 20\n_CK_MAX_ELEMENTS = 4_000_000\n"
+                       "_CK_MAX_TEXT = 600\nGRADER_RESERVE_MB = 1024\n"
+                       "def run(timeout=60):\n    wait(timeout=5)\n"
+                       "def usage(folder, max_entries=20000):\n    deadline = time.monotonic() + 10\n"
+                       "    if time.time() - mtime < 3600:\n        pass\n"
+                       "    if time.monotonic() - t0 > limits.kill_wait:\n        pass\n")
+    assert sorted(_hard_coded(planted), key=lambda line: int(line.split(":")[1])) == [
+        "planted.py:1: _HARVEST_CALL_S = 10.0", "planted.py:2: 64 << 20", "planted.py:4: _CK_MAX_ELEMENTS = 4000000",
+        "planted.py:5: _CK_MAX_TEXT = 600", "planted.py:6: GRADER_RESERVE_MB = 1024",
+        "planted.py:7: run(timeout=60)", "planted.py:8: timeout=5", "planted.py:9: usage(max_entries=20000)",
+        "planted.py:10: time.monotonic() + 10", "planted.py:11: time.time() - mtime < 3600"]
 
 
 def test_the_warm_servers_own_tmpfs_sizes_are_limits():

@@ -307,7 +307,8 @@ def test_protocol_round_trips_and_rejects_what_is_not_its_own():
     from coursekit.grading import protocol
     spec = protocol.JobSpec(cells=["x = 1"], harvest="pass", cell_timeout=1, cells_deadline=2,
                             harvest_call_timeout=3, output_limit_bytes=4, memory_mb=5, harvest_question_timeout=6,
-                            harvest_grant_timeout=7, max_results_bytes=8, skip={2: "why"})
+                            harvest_grant_timeout=7, max_results_bytes=8, harvest_max_elements=9,
+                            harvest_error_chars=10, skip={2: "why"})
     assert protocol.JobSpec.from_json(spec.to_json()) == spec
     ev = protocol.Event(protocol.END, cell=3, status="ok", seconds=0.5)
     assert protocol.Event.parse(ev.to_line().decode()) == ev

@@ -2,9 +2,12 @@
 machinery.
 
 The sandbox keeps a submission from other students and from the grader's files, and the grader computes the
-points itself; but code in the student's process can still, in principle, interfere with the harvest that
-runs in that same process (see the README's "Isolation guarantees and their limits"). Honest lab code never
-needs any of what is flagged here, so a flag is a reason to read the notebook, not a verdict.
+points itself; but what the notebook's cells did in the job's process can still, in principle, shape the harvest,
+which is forked from that process after the last cell with everything the cells left there (patched modules,
+hooks; see the README's "Isolation guarantees and their limits"). Honest lab code never needs any of what is
+flagged here, so a flag is a reason to read the notebook, not a verdict. (While the harvest calls the student's
+functions, the warm server's audit hook refuses some of the same things at run time: those are the runtime flags
+``runner`` adds.)
 
 ``scan_cells(sources)`` reads the code cells (after IPython's input transformation, as they run) with
 :mod:`ast`, never running them, and returns ``[{"line": int | None, "code": str, "reason": str}, ...]``;

@@ -1,5 +1,7 @@
-"""The generic half of the harvest: the code that runs in the *student's* process after the notebook.
+"""The generic half of the harvest: the code that calls the student's functions after the notebook's cells.
 
+It runs in the harvest process, which the job's main thread forks after the last cell (so with the notebook's
+objects), each question's calls in a process of its own forked from that one (``coursekit.grading.warm_server``).
 This file is not imported there: :mod:`coursekit.grading.labspec` reads its source text and puts it at
 the top of ``harvest_code``, followed by the lab's ``harvest_<question>`` functions and a call of
 ``_ck_harvest_main``. It runs in the notebook's namespace (like one more cell), so every name starts
@@ -12,28 +14,40 @@ with ``_ck_``, and it trusts nothing the student left behind:
   saved with numpy's functions as they were before any cell ran (``_ck_refs``);
 * the description (JSON) covers every key: the error text if the call raised (``error``), the type name,
   dtype, shape, device, finiteness, and why a tensor was not sent back (``problem``);
-* each student call is wrapped in its own try/except, so one crash loses one key, not the harvest.
+* each student call is wrapped in its own try/except, so one crash loses one key, not the harvest;
+* its caps (the largest tensor sent back, an error's text) are the job's ``Limits`` (``JobSpec.harvest_max_elements``,
+  ``harvest_error_chars``), which the harvest process puts in ``_ck_caps`` after the last cell; they are read
+  once, before any of the student's code is called, and the grader's own cap on a question's values
+  (``max_results_mb``) is applied outside the question's process whatever the student's code changes here.
 
 The verdict is never computed here: the grader recomputes everything from the arrays.
 """
 
-_CK_MAX_ELEMENTS = 4_000_000
-_CK_MAX_TEXT = 600
 
-
-def _ck_error_text(exc):
+def _ck_error_text(exc, chars):
     try:
         text = f"{type(exc).__name__}: {exc}"
     except Exception:  # a student's exception whose __str__ raises
         text = "an exception whose message cannot be shown"
-    return text[:_CK_MAX_TEXT]
+    return text[:chars]
+
+
+def _ck_read_caps(namespace, sandboxed):
+    """``(largest tensor in elements, characters of an error's text)``: in the sandbox the job's, which the
+    harvest process put in ``_ck_caps`` (missing: an error, never a default of this file's own); run in process
+    (the lab's own tests, no job), the default ``Limits``'."""
+    if sandboxed:
+        caps = namespace["_ck_caps"]
+        return int(caps["max_elements"]), int(caps["error_chars"])
+    from coursekit.grading.protocol import Limits
+    return Limits().harvest_max_elements, Limits.HARVEST_ERROR_CHARS
 
 
 class _CkRecorder:
     """Collects arrays and their descriptions; ``call``/``call_on_inputs``/``record``/``note`` are what
     harvesters use."""
 
-    def __init__(self, namespace, refs=None):
+    def __init__(self, namespace, refs=None, caps=None):
         import types
 
         import numpy
@@ -51,6 +65,7 @@ class _CkRecorder:
         self.base = torch._C.TensorBase
         self.tensor_types = (type(torch._C._VariableFunctions.zeros(1)), torch.nn.Parameter)
         self.ns = namespace
+        self.max_elements, self.error_chars = _ck_read_caps(namespace, False) if caps is None else caps
         self.arrays, self.meta = {}, {}
         self.numeric = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
                         torch.int16, torch.int32, torch.int64, torch.bool}
@@ -60,7 +75,7 @@ class _CkRecorder:
         try:
             self.json_dumps(value)
         except Exception as exc:
-            value = {"error": "not JSON-able: " + _ck_error_text(exc)}
+            value = {"error": "not JSON-able: " + _ck_error_text(exc, self.error_chars)}
         self.meta[key] = value
 
     def record(self, key, value):
@@ -91,7 +106,7 @@ class _CkRecorder:
         numel = 1
         for n in shape:
             numel *= n
-        if numel > _CK_MAX_ELEMENTS:
+        if numel > self.max_elements:
             info["problem"] = f"too large to send back ({numel} elements)"
             return
         t = base.cpu(base.detach(value))
@@ -127,7 +142,7 @@ class _CkRecorder:
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from student code too
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            self.meta[key] = {"error": _ck_error_text(exc)}
+            self.meta[key] = {"error": _ck_error_text(exc, self.error_chars)}
             return False, None
         return True, out
 
@@ -204,15 +219,15 @@ def _ck_harvest_main(harvesters, namespace):
     if per_question is not None:
         # the sandbox: each question in a process of its own (``_ck_per_question`` runs the calls there and
         # sends back only that question's values), so one question's code cannot touch another's values or time
-        inputs, refs = namespace["_ck_inputs"], namespace.get("_ck_refs")
+        inputs, refs, caps = namespace["_ck_inputs"], namespace.get("_ck_refs"), _ck_read_caps(namespace, True)
 
         def question_run(question, harvester):
             def run():
-                recorder = _CkRecorder(namespace, refs)
+                recorder = _CkRecorder(namespace, refs, caps)
                 try:
                     harvester(recorder, inputs)
                 except BaseException as exc:  # noqa: BLE001
-                    recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc)}
+                    recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc, caps[1])}
                 return recorder.arrays, recorder.meta
             return run
 
@@ -230,7 +245,7 @@ def _ck_harvest_main(harvesters, namespace):
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc)}
+            recorder.meta[f"{question}.harvest_error"] = {"error": _ck_error_text(exc, recorder.error_chars)}
     if in_process:
         import json
         np.savez("outputs.npz", **recorder.arrays)

@@ -1,6 +1,6 @@
 """The lab's hidden tests, loaded in the grader's process: questions, inputs, harvest code, scoring.
 
-``lab/autograder/`` (written by ``python -m coursekit.grading.assign`` from the solution notebook) holds
+``lab/autograder/`` (written by ``coursekit assign`` from the solution notebook) holds
 
 * ``spec.json``: the questions, their titles, the points of each hidden test (``tests``: ``[name, points]``
   pairs, in the order the feedback lists them), the source's hash, and ``grader_skip``: the template cells whose
@@ -10,18 +10,19 @@
   defines ``QN = {"name", "title", "points": {test: points}}`` and three functions:
 
   - ``inputs_qN(rng) -> dict[str, np.ndarray]``: the test inputs (keys start with ``"qN."``);
-  - ``harvest_qN(rec, inputs)``: runs in the *student's* process (self-contained: it imports what it
-    needs and uses only the ``_ck_*`` helpers of :mod:`coursekit.grading.harvest_driver`); it calls the
-    student's functions on the inputs and sends back what they return as arrays;
+  - ``harvest_qN(rec, inputs)``: runs in the sandbox after the notebook's cells, in the notebook's namespace,
+    in a process of its own for the question (self-contained: it imports what it needs and uses only the
+    ``_ck_*`` helpers of :mod:`coursekit.grading.harvest_driver`); it calls the student's functions on the
+    inputs and sends back what they return as arrays;
   - ``score_qN(inputs, outputs, meta) -> dict[test, (ok, message)]``: runs in the grader's process,
     on the arrays only.
 
-Grading one submission (see :func:`coursekit.grading.grade.grade_notebook`)::
+What grading one submission takes from it (the steps are ``coursekit.grading.grade.STEPS``)::
 
     spec = load_spec("lab/autograder")
-    inputs = spec.make_inputs(seed)
-    result = runner.execute_submission(notebook, spec.harvest_code, inputs)   # student's process
-    questions = spec.score(inputs, result)                                     # back in the grader
+    inputs = spec.make_inputs(seed)                                            # the inputs step
+    result = runner.execute_submission(notebook, spec.harvest_code, inputs)   # the run step: the sandbox
+    questions = spec.score(inputs, result)                                     # the score step: the grader
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ class Limits:
 
     Declared once: each field is also a flag of ``coursekit grade`` and ``coursekit gradescope-run`` with the
     help given here (see ``flags()``), and every timeout and size cap the grader, the warm server or the job
-    applies is one of these fields or derived from them here (properties), nowhere else."""
+    applies is one of these fields or derived from them here (properties); the machine's own waits, the same for
+    every submission, are class constants here (no flag). Nowhere else."""
     cell_timeout: float = _limit(60.0, "seconds per notebook cell")
     submission_timeout: float = _limit(300.0, "seconds per submission, every cell together, every attempt "
                                        "(the harvest has its own)", flag="--timeout")
@@ -67,9 +68,36 @@ class Limits:
     max_results_mb: int = _limit(64, "the values one question's harvest sends back, MiB")
     max_meta_kb: int = _limit(256, "the harvest's description (JSON) of one question, KiB")
 
+    # The machine's own waits and sizes, the same for every submission (no flag: none of them bounds what a
+    # submission may use; each is far above what it takes on a busy machine, so only a stuck machine reaches it).
     # the warm server's own /dev/shm and /tmp (no job writes there: each job gets its own, ``shm_mb``, ``tmp_mb``)
     SERVER_SHM_MB: ClassVar[int] = 16
     SERVER_TMP_MB: ClassVar[int] = 64
+    # the warm server's start: torch, d2l, IPython and the data set imported and loaded once (seconds when quiet,
+    # minutes on a loaded machine)
+    SERVER_START_TIMEOUT: ClassVar[float] = 600.0
+    # after its stdin is closed, the warm server's own exit before it is killed
+    SERVER_EXIT_TIMEOUT: ClassVar[float] = 5.0
+    # the server's report that it forked a job (a fork and its namespaces: milliseconds)
+    JOB_START_TIMEOUT: ClassVar[float] = 30.0
+    # a throw-away bwrap or unshare() that finds which isolation this machine allows (well under a second)
+    ISOLATION_PROBE_TIMEOUT: ClassVar[float] = 60.0
+    # SIGKILLed processes (a job's, a sandbox uid's) reported gone, or the uid is not used again
+    KILL_TIMEOUT: ClassVar[float] = 10.0
+    # a job folder without its grader's lock (a grader older than the lock, or one between making the folder and
+    # locking it) is left alone this long before the next grader's start removes it
+    UNLOCKED_SPOOL_AGE_S: ClassVar[float] = 3600.0
+    # memory of the grader and the warm server beside the jobs (README, "Gradescope, measured"): in a container
+    # with less than ``memory_mb`` and this, the jobs get the container's limit less this (``default_memory_mb``)
+    GRADER_RESERVE_MB: ClassVar[int] = 1024
+    # ... but never less than this: a container's odd limit never leaves the jobs nothing
+    MIN_MEMORY_MB: ClassVar[int] = 256
+    # a cell's or the harvest's error (a traceback's head and where it happened), as the job sends it and the
+    # grader keeps it for the feedback
+    ERROR_TEXT_CHARS: ClassVar[int] = 1500
+    # an error's text in the harvest's description of one key: shorter, a question may have dozens of keys (the
+    # description as a whole is capped by ``max_meta_kb``)
+    HARVEST_ERROR_CHARS: ClassVar[int] = 600
 
     def __post_init__(self):
         for f in fields(self):
@@ -130,7 +158,21 @@ class Limits:
     @property
     def kill_wait(self) -> float:
         """How long the grader waits for a killed job to be reported gone."""
-        return 10.0
+        return self.KILL_TIMEOUT
+
+    def replay_deadline(self, finished_cell_seconds: float) -> float:
+        """The time of the attempt that runs again only the cells that had finished when the submission's time ran
+        out (then the harvest): their measured time once more, half as much again and 5 s beside (a machine busier
+        than during the first run; cells of milliseconds, whose measured time says little); never more than the
+        submission's time."""
+        return min(self.submission_timeout, 1.5 * finished_cell_seconds + 5.0)
+
+    @property
+    def harvest_max_elements(self) -> int:
+        """The largest tensor the harvest sends back, in elements: two of them at 8 bytes an element (float64,
+        int64) fit in one question's values (``max_results_mb``). A larger one is described (type, shape), not
+        sent, so it costs its own key, not the question's other values."""
+        return (self.max_results_mb << 20) // 16
 
     @property
     def shm_mb(self) -> int:
@@ -155,7 +197,8 @@ class Limits:
                        output_limit_bytes=self.max_output_total_mb << 20, memory_mb=self.memory_mb,
                        harvest_question_timeout=self.harvest_timeout, harvest_grant_timeout=self.harvest_grant_timeout,
                        max_results_bytes=(self.max_results_mb << 20) + (self.max_meta_kb << 10),
-                       skip=dict(skip or {}))
+                       harvest_max_elements=self.harvest_max_elements,
+                       harvest_error_chars=self.HARVEST_ERROR_CHARS, skip=dict(skip or {}))
 
     def rlimits(self, with_uid: bool) -> dict:
         """The job's resource limits, applied in the forked process before it runs anything."""
@@ -197,6 +240,8 @@ class JobSpec:
     harvest_question_timeout: float         # one question's calls together (its own process, killed after)
     harvest_grant_timeout: float            # how long the harvest waits for the server's channel
     max_results_bytes: int                  # one question's values and description
+    harvest_max_elements: int               # the largest tensor the harvest sends back
+    harvest_error_chars: int                # an error's text in the harvest's description
     skip: dict = field(default_factory=dict)    # cell index -> why it is skipped
 
     def to_json(self) -> str:

@@ -44,7 +44,7 @@ from coursekit.grading.protocol import Event, JobSpec, Limits
 __all__ = ["ExecutionResult", "Limits", "execute_submission", "notebook_code_cells"]
 
 MAX_NOTEBOOK_MB = Limits().max_notebook_mb      # the defaults; execute_submission uses its Limits'
-MAX_ERROR_CHARS = 1500
+MAX_ERROR_CHARS = Limits.ERROR_TEXT_CHARS
 STATUS_ORDER = ["ok", "timeout", "memory", "output-limit", "disk-limit", "killed", "kernel-died", "invalid-notebook"]
 
 
@@ -387,7 +387,7 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
                             reason = "memory"
                         elif elapsed - last_disk >= 0.5:
                             last_disk = elapsed
-                            used, entries = sandbox.folder_usage(host / protocol.WORK_DIR)
+                            used, entries = sandbox.folder_usage(host / protocol.WORK_DIR, limits.max_files)
                             if used > limits.max_disk_mb << 20 or entries > limits.max_files:
                                 reason = "disk"
                 if reason is not None:
@@ -481,8 +481,7 @@ def _run_attempts(sources, harvest_code, inputs_bytes, limits: Limits, uid, resu
             for i in range(len(sources)):
                 if i not in ran:
                     skip.setdefault(i, "not run: the submission's time ran out before this cell")
-            remaining = min(limits.submission_timeout,
-                            1.5 * sum(float(result.cell_seconds.get(i) or 0) for i in ran) + 5)
+            remaining = limits.replay_deadline(sum(float(result.cell_seconds.get(i) or 0) for i in ran))
         spec = limits.job_spec(sources, harvest_code, cells_deadline=remaining, skip=skip)
         tracker = _Tracker(limits, spec)
         t0 = time.monotonic()

@@ -101,12 +101,13 @@ def _bwrap_probe(rootless: bool) -> str:
                             "--unshare-net", "--unshare-ipc", "--die-with-parent",
                             "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN",
                             "--", sys.executable, "-I", "-S", "-c", _NAMESPACE_PROBE],
-                           capture_output=True, timeout=60)
+                           capture_output=True, timeout=Limits.ISOLATION_PROBE_TIMEOUT)
     return "" if probe.returncode == 0 else (probe.stderr.decode(errors="replace").strip() or "bwrap failed")
 
 
 def _namespaces_probe() -> str:
-    probe = subprocess.run([sys.executable, "-I", "-S", "-c", _NAMESPACE_PROBE], capture_output=True, timeout=60)
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", _NAMESPACE_PROBE], capture_output=True,
+                           timeout=Limits.ISOLATION_PROBE_TIMEOUT)
     return "" if probe.returncode == 0 else (probe.stderr.decode(errors="replace").strip() or "unshare failed")
 
 
@@ -195,7 +196,9 @@ def describe_isolation() -> str:
     return ("unavailable: not root, and no unprivileged user namespace (" + why + "). Install bubblewrap "
             "(apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
             "and user.max_user_namespaces > 0; on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0"
-            " or an AppArmor profile for bwrap), or grade as root")
+            " or an AppArmor profile for bwrap), or grade as root, or grade in a container: docker run or podman "
+            "run with Docker's default capabilities (not --cap-drop ALL) runs the grader as root inside and gives mode "
+            "container, as on Gradescope")
 
 
 class UidSlot:
@@ -364,7 +367,7 @@ def _kill_through_pidfd(pid: int, uid: int) -> None:
         os.close(fd)
 
 
-def _kill_uid(uid, timeout: float = 10.0) -> bool:
+def _kill_uid(uid, timeout: float = Limits.KILL_TIMEOUT) -> bool:
     """SIGKILL every process of a sandbox uid, zombies included (a signal to a zombie leader kills the
     threads that run on), a job's namespace init first (its death takes its whole namespace); True once no
     process of the uid is left, not even a zombie waiting to be reaped."""
@@ -503,10 +506,10 @@ def clean_stale_spools(tmp: Path | None = None) -> list[Path]:
             continue
         try:
             fd = os.open(spool / "owner.lock", os.O_RDWR | os.O_NOFOLLOW)
-        except FileNotFoundError:       # a grader from before the lock: left alone for an hour
+        except FileNotFoundError:       # a grader from before the lock, or one about to take it: left alone a while
             fd = None
             try:
-                if time.time() - spool.stat().st_mtime < 3600:
+                if time.time() - spool.stat().st_mtime < Limits.UNLOCKED_SPOOL_AGE_S:
                     continue
             except OSError:
                 continue
@@ -550,7 +553,7 @@ class WarmServer:
     Thread-safe: several jobs may run at once, each in its own folder with its own uid.
     """
 
-    def __init__(self, start_timeout: float = 600.0):
+    def __init__(self, start_timeout: float = Limits.SERVER_START_TIMEOUT):
         self.mode = isolation_mode()
         if self.mode == "unavailable":
             raise WarmServerError("no isolation available, so no grading (student code never runs unisolated): "
@@ -670,7 +673,7 @@ class WarmServer:
                              keep=[inside] + ([f"{self.inside}/data"] if self.has_data else []),
                              keep_ro=self.readable_under_tmp if self.isolated else [])
 
-    def start(self, cmd: ServerCommand, timeout: float = 30.0):
+    def start(self, cmd: ServerCommand, timeout: float = Limits.JOB_START_TIMEOUT):
         """Fork the job described by ``cmd``; returns its pid (as the server sees it)."""
         if not self.alive():
             raise WarmServerError("the warm server is not running")
@@ -733,7 +736,7 @@ class WarmServer:
         except OSError:
             pass
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=Limits.SERVER_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -742,8 +745,9 @@ class WarmServer:
         self._remove_spool()
 
 
-def folder_usage(folder: Path, max_entries: int = 20000) -> tuple[int, int]:
-    """(bytes, entries) under a job's folder, without following links; stops counting past max_entries."""
+def folder_usage(folder: Path, max_entries: int) -> tuple[int, int]:
+    """(bytes, entries) under a job's folder, without following links; stops counting past ``max_entries`` (the
+    job's ``Limits.max_files``)."""
     total = count = 0
     todo = [str(folder)]
     while todo and count <= max_entries:
@@ -782,15 +786,11 @@ def cgroup_memory_limit_mb() -> int | None:
     return None
 
 
-# what the grader and the warm server need beside the jobs: measured (README, "Isolation guarantees")
-GRADER_RESERVE_MB = 1024
-
-
 def default_memory_mb() -> int:
     """The jobs' memory limit: ``Limits``'s default, or less in a container whose own limit is smaller (the
-    grader and the warm server need ``GRADER_RESERVE_MB`` of it)."""
+    grader and the warm server need ``Limits.GRADER_RESERVE_MB`` of it)."""
     default = Limits().memory_mb
     limit = cgroup_memory_limit_mb()
-    if limit is None or limit - GRADER_RESERVE_MB >= default:
+    if limit is None or limit - Limits.GRADER_RESERVE_MB >= default:
         return default
-    return max(256, limit - GRADER_RESERVE_MB)
+    return max(Limits.MIN_MEMORY_MB, limit - Limits.GRADER_RESERVE_MB)

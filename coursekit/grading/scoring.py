@@ -1,9 +1,10 @@
 """Grader-side comparisons for the hidden tests: numbers in, a readable verdict out.
 
 Everything here runs in the *grader's* process on the plain arrays and JSON the harvest sent back
-(``outputs`` from ``outputs.npz``, ``meta`` from ``outputs.json``); no object of the student's ever
-reaches it. A value passes only if the array itself is right: its dtype and shape match, it is
-finite, and ``|got - expected| <= atol + rtol * |expected|`` holds at every position (nan fails).
+(``outputs`` and ``meta``: from each question's results frame, an ``.npz`` read with ``allow_pickle=False`` and
+its JSON description); no object of the student's ever reaches it. A value passes only if the array itself is
+right: its dtype and shape match, it is finite, and ``|got - expected| <= atol + rtol * |expected|`` holds at
+every position (nan fails).
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ from coursekit.grading.protocol import Event, JobSpec, ServerCommand, ServerRepl
 MAIN_PID = os.getpid()
 T_START = time.monotonic()
 _EVENT_FD = [None]
-_MAX_TEXT = 1500
+_MAX_TEXT = protocol.Limits.ERROR_TEXT_CHARS
 
 # The harvest's references, taken at import (before any job, so before any student code ran): a notebook
 # that replaces os.write or json.dumps changes nothing the harvest itself uses here.
@@ -347,6 +347,7 @@ def _harvest_process(spec: JobSpec, ns: dict, job_fd: int):
     with refs.np_load(_BYTES_IO(inputs_bytes), allow_pickle=False) as f:
         ns["_ck_inputs"] = {k: refs.np_array(f[k], copy=True) for k in f.files}
     ns["_ck_refs"] = refs
+    ns["_ck_caps"] = {"max_elements": spec.harvest_max_elements, "error_chars": spec.harvest_error_chars}
     ns["_ck_per_question"] = lambda plan: _run_questions(plan, spec, nonce, results_fd)
     ns.pop("_ck_outcome", None)
     status, error = "ok", None
