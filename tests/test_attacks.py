@@ -78,7 +78,7 @@ FORGER = textwrap.dedent('''
 PREPARED_WEIGHTS = textwrap.dedent('''
     import coursekit
     _honest = train_mlp
-    _prepared = MLP(784, 10, [256])
+    _prepared = MLP(784, 10, [128])     # the network the lab says the grader retrains
     _honest(_prepared, coursekit.FashionMNIST(batch_size=256, val_size=None), 1, 0.3)
     PREPARED = [p.detach().clone() for p in _prepared.params]
 
