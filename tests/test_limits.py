@@ -145,6 +145,24 @@ def _limit_arg(name: str) -> bool:
     return "timeout" in name or name.startswith("max_")
 
 
+def _uses_a_limit(node) -> bool:
+    """``limits.x``, ``spec.x``, ``self.limits.x``: a value of the job's Limits or JobSpec."""
+    return any(isinstance(n, ast.Attribute) and (getattr(n.value, "id", None) in ("limits", "spec")
+                                                 or getattr(n.value, "attr", None) in ("limits", "spec"))
+               for n in ast.walk(node))
+
+
+def _has_a_number(node) -> bool:
+    """A number other than 0 and 1 in ``node``, unless all of ``node`` is a unit (1024, 2 ** 20: KiB, MiB)."""
+    if all(isinstance(n, (ast.Constant, ast.BinOp, ast.operator)) for n in ast.walk(node)):
+        try:
+            if eval(compile(ast.Expression(node), "<unit>", "eval"), {"__builtins__": {}}) in (1 << 10, 1 << 20):
+                return False
+        except Exception:       # noqa: BLE001 (not a constant expression)
+            pass
+    return any(_number(n) and n.value not in (0, 1) for n in ast.walk(node))
+
+
 def _hard_coded(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -171,6 +189,15 @@ def _hard_coded(path: Path) -> list[str]:
         if isinstance(node, ast.Compare) and _reads_clock(node.left) and \
                 any(_number(c) and c.value > 1 for c in node.comparators):
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        # a limit derived outside Limits: "min(limits.submission_timeout, 1.5 * spent + 5)", "16 * limits.x + 4096"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)) \
+                and any(_uses_a_limit(a) and _has_a_number(b) for a, b in ((node.left, node.right),
+                                                                           (node.right, node.left))):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("min", "max") and \
+                any(_uses_a_limit(a) for a in node.args) and \
+                any(_has_a_number(a) and not _uses_a_limit(a) for a in node.args):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
@@ -186,12 +213,17 @@ def test_the_scan_finds_a_limit_written_as_a_number(tmp_path):
                        "def run(timeout=60):\n    wait(timeout=5)\n"
                        "def usage(folder, max_entries=20000):\n    deadline = time.monotonic() + 10\n"
                        "    if time.time() - mtime < 3600:\n        pass\n"
-                       "    if time.monotonic() - t0 > limits.kill_wait:\n        pass\n")
+                       "    if time.monotonic() - t0 > limits.kill_wait:\n        pass\n"
+                       "    remaining = min(limits.submission_timeout, 1.5 * spent + 5)\n"
+                       "    cap = 16 * ((limits.max_results_mb << 20) + 4096)\n"
+                       "    kept = limits.max_output_kb * 1024\n    mib = spec.output_limit_bytes / 2 ** 20\n")
     assert sorted(_hard_coded(planted), key=lambda line: int(line.split(":")[1])) == [
         "planted.py:1: _HARVEST_CALL_S = 10.0", "planted.py:2: 64 << 20", "planted.py:4: _CK_MAX_ELEMENTS = 4000000",
         "planted.py:5: _CK_MAX_TEXT = 600", "planted.py:6: GRADER_RESERVE_MB = 1024",
         "planted.py:7: run(timeout=60)", "planted.py:8: timeout=5", "planted.py:9: usage(max_entries=20000)",
-        "planted.py:10: time.monotonic() + 10", "planted.py:11: time.time() - mtime < 3600"]
+        "planted.py:10: time.monotonic() + 10", "planted.py:11: time.time() - mtime < 3600",
+        "planted.py:15: min(limits.submission_timeout, 1.5 * spent + 5)",
+        "planted.py:16: 16 * ((limits.max_results_mb << 20) + 4096)", "planted.py:16: (limits.max_results_mb << 20) + 4096"]
 
 
 def test_the_warm_servers_own_tmpfs_sizes_are_limits():

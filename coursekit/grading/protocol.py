@@ -98,6 +98,10 @@ class Limits:
     # an error's text in the harvest's description of one key: shorter, a question may have dozens of keys (the
     # description as a whole is capped by ``max_meta_kb``)
     HARVEST_ERROR_CHARS: ClassVar[int] = 600
+    # the results file holds one frame per question: the grader reads back a file of this many frames at most
+    MAX_QUESTIONS: ClassVar[int] = 16
+    # a frame's header (magic, nonce, question, sizes: under 300 bytes), counted generously
+    FRAME_HEADER_BYTES: ClassVar[int] = 4096
 
     def __post_init__(self):
         for f in fields(self):
@@ -168,6 +172,18 @@ class Limits:
         return min(self.submission_timeout, 1.5 * finished_cell_seconds + 5.0)
 
     @property
+    def max_question_results_bytes(self) -> int:
+        """One question's values and description (``max_results_mb``, ``max_meta_kb``): the harvest process stops
+        reading a question's process past this."""
+        return (self.max_results_mb << 20) + (self.max_meta_kb << 10)
+
+    @property
+    def max_results_file_bytes(self) -> int:
+        """The results file the grader reads back, a frame per question for up to ``MAX_QUESTIONS`` questions; a
+        larger file is not read at all (no results: the harvest did not behave)."""
+        return self.MAX_QUESTIONS * (self.max_question_results_bytes + self.FRAME_HEADER_BYTES)
+
+    @property
     def harvest_max_elements(self) -> int:
         """The largest tensor the harvest sends back, in elements: two of them at 8 bytes an element (float64,
         int64) fit in one question's values (``max_results_mb``). A larger one is described (type, shape), not
@@ -196,7 +212,7 @@ class Limits:
                        cells_deadline=cells_deadline, harvest_call_timeout=self.harvest_call_timeout,
                        output_limit_bytes=self.max_output_total_mb << 20, memory_mb=self.memory_mb,
                        harvest_question_timeout=self.harvest_timeout, harvest_grant_timeout=self.harvest_grant_timeout,
-                       max_results_bytes=(self.max_results_mb << 20) + (self.max_meta_kb << 10),
+                       max_results_bytes=self.max_question_results_bytes,
                        harvest_max_elements=self.harvest_max_elements,
                        harvest_error_chars=self.HARVEST_ERROR_CHARS, skip=dict(skip or {}))
 

@@ -408,9 +408,8 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
             output = _read_head_tail(out_fd, limits.max_output_kb * 1024)
             results = None
             if tracker.harvest_since is not None:
-                per_question = (limits.max_results_mb << 20) + (limits.max_meta_kb << 10) + 4096
                 size = os.fstat(res_fd).st_size
-                data = os.pread(res_fd, size, 0) if size <= 16 * per_question else None
+                data = os.pread(res_fd, size, 0) if size <= limits.max_results_file_bytes else None
                 results = protocol.decode_frames(data or b"", nonce)
             for fd in (out_fd, ev_fd, srv_fd, res_fd):
                 os.close(fd)
