@@ -316,10 +316,11 @@ def test_the_hostile_notebook_gets_nothing(graded_rootless):
     assert report["reached"] == [], report
     assert "LISTENER-HEARD" not in g["feedback"]["a-listener"]
     assert report["fork"].startswith("BlockingIOError after "), report
-    # the grader's nonce is in its memory (forked from the server that was handed it), but the files it would
-    # forge are gone by name before the job exists, and the grader reads them through its own descriptors
+    # the files it would forge are gone by name before the job exists (the grader reads them through its own
+    # descriptors), and the grader's nonce is in none of its objects (tests/test_nonce.py searches its memory)
     for name in ("results.bin", "server.jsonl", "inputs.npz", "job.json"):
         assert report[f"write {name}"] == "FileNotFoundError", report
+    assert report["nonce objects"] == [], report
 
 
 def test_no_job_holds_the_instructors_uid_inside_and_the_kernel_counts_them_as_the_instructor(graded_rootless):

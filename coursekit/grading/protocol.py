@@ -7,18 +7,22 @@ Standard library only: ``warm_server.py`` imports it inside the sandbox before a
 One job's trip (see ``coursekit.grading.runner``)::
 
     grader                                  warm server (warm_server.py --serve)       job process (a fork of it)
-    writes job.json, inputs.npz        ->   ServerCommand (stdin, one line)  ->  reads them as root, unlinks them,
+    writes job.json, inputs.npz,       ->   opens inputs, results, nonce
+    nonce (root-only, 0600)                 (never reads it), unlinks them
+                                       ->   ServerCommand (stdin, one line)  ->  reads job.json as root, unlinks it,
                                        <-   ServerReply "started"                 own pid + mount namespace,
                                                                                   own /dev/shm and /tmp, drops uid
     reads Events (untrusted)           <-------------------------------------   ready, start/end per cell, cells-done
-    (nonce in the ServerCommand)            checks the asker from outside   <-   main thread forks harvest H, waits;
+                                            checks the asker from outside   <-   main thread forks harvest H, waits;
     reads server.jsonl (granted...)    <-   stops the job, hands H the      ->   H asks on its socket
-                                            results file, inputs, nonce
-    accepts frames carrying the nonce  <-  results file -------------------------  one process per question, a frame
-                                       <-   ServerReply "exit"                     each (only its own keys)
+                                            results, inputs, nonce files
+    accepts frames carrying the nonce  <-  results file -------------------------  one process per question; H writes
+                                       <-   ServerReply "exit"                     its frame (only its own keys), the
+                                                                                   nonce copied in by sendfile
 
-Events are only hints for time limits and feedback (a cell can write any of them); results are accepted
-only in frames that carry the nonce, which only the harvest process the server checked ever holds.
+Events are only hints for time limits and feedback (a cell can write any of them); results are accepted only in
+frames that carry the nonce. The nonce is in the grader's memory only: the server hands its file, unread, to the
+harvest process it checked, which has the kernel copy it into each frame (no job, no server holds it).
 """
 from __future__ import annotations
 
@@ -238,6 +242,8 @@ EVENTS_FILE = "events.jsonl"    # Events, one JSON object a line (root-owned; th
 RESULTS_FILE = "results.bin"    # the harvest's frames, one per question (root-owned; opened by the server, handed
                                 # to the harvest process only after the server checked it, never to the job's)
 SERVER_EVENTS_FILE = "server.jsonl"   # what the server decided about the harvest (root-owned; the job never has it)
+NONCE_FILE = "nonce"            # the grader's nonce (hex), root-only: the server opens and unlinks it unread and
+                                # hands it to the checked harvest process, which copies it into each frame (sendfile)
 WORK_DIR = "work"               # the job's own folder (its uid, 0700): cwd, HOME
 DATA_LINK = "data"              # ../data seen from work/: the data set as torchvision (d2l) expects it
 
@@ -285,7 +291,6 @@ class ServerCommand:
     hide: str = ""                              # a folder the job must not see (a tmpfs over it) ...
     keep: list = field(default_factory=list)    # ... except these folders inside it (bound back)
     keep_ro: list = field(default_factory=list)  # read-only folders under /tmp (Python, the venv...) bound back
-    nonce: str = ""                             # hex; the server hands it to the verified harvest only
     grant_check_s: float = Limits().harvest_grant_check   # how long the server re-checks a harvest request
                                                           # before refusing (runner sets its job's Limits')
 

@@ -10,12 +10,13 @@
    a uid of its own, in namespaces of its own: every code cell in order (through IPython's input
    transformation), each with its own time limit and the submission's deadline, going on past a cell that
    fails;
-4. hands the server a fresh random nonce with the job; after the last cell the job's main thread forks the
-   harvest process, which the server checks from outside (a single-threaded child of the job's process, whose
-   main thread is waiting for it) before it hands it the results file, the hidden inputs and the nonce, and
-   stops the job's own process; each question is harvested in a process of its own and written as a frame
-   carrying the nonce. The server's decisions come back in a file the job never holds (``server.jsonl``): a
-   request the server refused is a flag on the grade;
+4. writes a fresh random nonce to a root-only file in the job's folder, which the server opens and unlinks
+   before it forks the job, without reading it (no job has it in its memory); after the last cell the job's main
+   thread forks the harvest process, which the server checks from outside (a single-threaded child of the job's
+   process, whose main thread is waiting for it) before it hands it the results file, the hidden inputs and the
+   nonce's file, and stops the job's own process; each question is harvested in a process of its own and written
+   as a frame carrying the nonce (copied from its file by the kernel). The server's decisions come back in a
+   file the job never holds (``server.jsonl``): a request the server refused is a flag on the grade;
 5. if a cell ends the process (``os._exit``, a time limit, memory, output), starts a fresh process that
    skips that cell, so what worked before and after still counts (at most ``limits.max_restarts`` times); when
    the submission's time has run out, one more process runs only the cells that had finished and harvests;
@@ -352,6 +353,8 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
     try:
         _make_root_file(host / protocol.JOB_FILE, spec.to_json().encode())
         _make_root_file(host / protocol.INPUTS_FILE, inputs_bytes)
+        nonce = secrets.token_bytes(protocol.NONCE_BYTES)
+        _make_root_file(host / protocol.NONCE_FILE, nonce.hex().encode())      # only the checked harvest gets it
         for name in (protocol.OUTPUT_FILE, protocol.EVENTS_FILE, protocol.RESULTS_FILE, protocol.SERVER_EVENTS_FILE):
             _make_root_file(host / name)
         out_fd = os.open(host / protocol.OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
@@ -361,9 +364,8 @@ def _run_job(z, uid, spec: JobSpec, inputs_bytes: bytes, limits: Limits, tracker
         # the job is the file's owner and could otherwise open it by name)
         res_fd = os.open(host / protocol.RESULTS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         events, server_events = _EventReader(ev_fd), _EventReader(srv_fd)
-        nonce = secrets.token_bytes(protocol.NONCE_BYTES)
         cmd = z.command(job_id, inside, uid, limits)
-        cmd.nonce, cmd.grant_check_s = nonce.hex(), limits.harvest_grant_check
+        cmd.grant_check_s = limits.harvest_grant_check
         job_uid = cmd.uid
         start = time.monotonic()
         killed_for, pid = None, None

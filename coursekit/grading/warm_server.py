@@ -15,9 +15,10 @@ on stdin (see ``coursekit.grading.protocol``). For each job it forks; the fork
 5. runs the code cells through IPython's own input transformation (as JupyterLab does: ``%time f()`` runs
    ``f()``, ``!ls`` runs ``ls``), each with its own time limit and the submission's deadline;
 6. after the last cell, forks the harvest from its main thread (see "the harvest" below): the server checks
-   that process from outside before it hands it the results file, the inputs and the nonce; each question is
-   harvested in a process of its own, and its frame is written with references to numpy, json and io taken
-   before any cell ran.
+   that process from outside before it hands it the results file, the inputs and the grader's nonce file (the
+   nonce is copied from it into each frame by the kernel: it is in no process's memory here, the server's
+   included); each question is harvested in a process of its own, and its frame is written with references to
+   numpy, json, io and os taken before any cell ran.
 
 Forking a warm process instead of starting Python, torch and d2l for each submission is what makes a class
 fast to grade. Nothing a job says is trusted for points: the grader recomputes everything from the arrays.
@@ -52,6 +53,7 @@ _MAX_TEXT = protocol.Limits.ERROR_TEXT_CHARS
 # The harvest's references, taken at import (before any job, so before any student code ran): a notebook
 # that replaces os.write or json.dumps changes nothing the harvest itself uses here.
 _OS_WRITE, _OS_PWRITE, _OS_FTRUNCATE, _OS_READ = os.write, os.pwrite, os.ftruncate, os.read
+_OS_CLOSE, _OS_LSEEK, _OS_SENDFILE = os.close, os.lseek, os.sendfile
 _SOCKET = _socket.socket        # the C type (immutable): a notebook cannot patch its methods
 _UNPACK = struct.unpack
 _JSON_DUMPS = json.dumps
@@ -248,7 +250,10 @@ def run_job(spec: JobSpec, job_fd: int, kill_strays: bool):
 # over the job's socket; the server hands it over (SCM_RIGHTS) only after checking, from outside, that the
 # asker is a single-threaded child of the job's process whose main thread is waiting for exactly it, and
 # after stopping the job's process (its threads with it) and killing every other process of the job. The
-# job's process never holds the results file, the hidden inputs or the nonce. Each question is then harvested
+# job's process never holds the results file, the hidden inputs or the nonce's file. The nonce itself is in no
+# process's memory here: the grader writes it to a root-only file that the server opens and unlinks before the
+# job exists but never reads; H copies it from that file into each frame with sendfile (kernel to kernel).
+# Each question is then harvested
 # in a process of its own (C), forked from H: no new threads or processes there (RLIMIT_NPROC 0), no frames,
 # object lists or ctypes (an audit hook), no results descriptor, its own time limit, and what it sends back is
 # only its own question's frame (H writes it).
@@ -290,23 +295,25 @@ def _reap_children():
             return
 
 
+_GRANTED = b"granted"     # the server's message with the channel's descriptors (nothing secret in it)
+
+
 def _receive_channel(job_fd: int, wait: float):
-    """Ask the server for the results channel; ``(nonce, results fd, inputs fd)`` or None if refused."""
+    """Ask the server for the results channel; ``(results fd, inputs fd, nonce fd)`` or None if refused."""
     sock = _SOCKET(fileno=job_fd)
     try:
         sock.sendmsg([b"harvest"])
         ready, _, _ = select.select([job_fd], [], [], wait)
         if not ready:
             return None
-        nonce = bytearray(protocol.NONCE_BYTES)
-        n, ancillary, _, _ = sock.recvmsg_into([nonce], _socket.CMSG_SPACE(8))
+        message, ancillary, _, _ = sock.recvmsg(len(_GRANTED), _socket.CMSG_SPACE(12))
         fds = []
         for level, kind, data in ancillary:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 fds.extend(_UNPACK(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
-        if n != protocol.NONCE_BYTES or len(fds) != 2:
+        if message != _GRANTED or len(fds) != 3:
             return None
-        return nonce, fds[0], fds[1]
+        return fds[0], fds[1], fds[2]
     finally:
         sock.close()
 
@@ -334,9 +341,9 @@ def _harvest_process(spec: JobSpec, ns: dict, job_fd: int):
     channel = _receive_channel(job_fd, spec.harvest_grant_timeout)
     if channel is None:
         os._exit(3)
-    nonce, results_fd, inputs_fd = channel
+    results_fd, inputs_fd, nonce_fd = channel
     inputs_bytes = _read_fd(inputs_fd)
-    os.close(inputs_fd)
+    _OS_CLOSE(inputs_fd)
     emit(protocol.HARVEST_START, seconds=round(time.monotonic() - T_START, 3), out=_output_size())
     _HARVEST_CALL_S = float(spec.harvest_call_timeout)
     for name, value in list(ns.items()):
@@ -348,7 +355,7 @@ def _harvest_process(spec: JobSpec, ns: dict, job_fd: int):
         ns["_ck_inputs"] = {k: refs.np_array(f[k], copy=True) for k in f.files}
     ns["_ck_refs"] = refs
     ns["_ck_caps"] = {"max_elements": spec.harvest_max_elements, "error_chars": spec.harvest_error_chars}
-    ns["_ck_per_question"] = lambda plan: _run_questions(plan, spec, nonce, results_fd)
+    ns["_ck_per_question"] = lambda plan: _run_questions(plan, spec, nonce_fd, results_fd)
     ns.pop("_ck_outcome", None)
     status, error = "ok", None
     try:
@@ -359,7 +366,7 @@ def _harvest_process(spec: JobSpec, ns: dict, job_fd: int):
             def run_all():
                 exec(harvest, ns)
                 return ns["_ck_outcome"]
-            _run_questions([("", run_all)], spec, nonce, results_fd)
+            _run_questions([("", run_all)], spec, nonce_fd, results_fd)
     except BaseException as exc:      # noqa: BLE001
         status, error = "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TEXT:]
     emit(protocol.HARVEST_END, status=status, error=error, seconds=round(time.monotonic() - T_START, 3),
@@ -403,12 +410,12 @@ def _guard_graded_calls(refused: list):
     sys.addaudithook(hook)
 
 
-def _question_process(question: str, run, results_fd: int, nonce: bytearray, out_fd: int):
+def _question_process(question: str, run, results_fd: int, nonce_fd: int, out_fd: int):
     """C: one question's calls of the student's code. Never returns."""
     status = 0
     try:
-        os.close(results_fd)
-        nonce[:] = bytes(len(nonce))
+        _OS_CLOSE(results_fd)       # the reference taken at import: a cell may have replaced os.close
+        _OS_CLOSE(nonce_fd)
         if os.getuid() != 0:        # no thread, no process: what the grader traces is all that runs
             resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
         refused = []
@@ -457,7 +464,37 @@ def _read_pipe(fd: int, deadline: float, cap: int) -> tuple[bytes, str]:
             return b"", "size"
 
 
-def _run_questions(plan, spec: JobSpec, nonce: bytearray, results_fd: int):
+_NONCE_AT = len(protocol.RESULTS_MAGIC)       # where a frame holds the nonce (hex) ...
+_NONCE_HEX = 2 * protocol.NONCE_BYTES           # ... and its length
+
+
+def _pwrite_all(fd: int, data, offset: int):
+    done = 0
+    while done < len(data):
+        done += _OS_PWRITE(fd, data[done:], offset + done)
+
+
+def _write_frame(results_fd: int, nonce_fd: int, offset: int, question: str, npz: bytes, js: bytes) -> int:
+    """Write one question's frame (``protocol.encode_results``) at ``offset`` of the results file; its length.
+    The frame is encoded around a stand-in nonce of zeros, and the grader's nonce (hex) is copied in its place
+    from the nonce file by the kernel (sendfile): it never passes through this process's memory, so it is not
+    in the memory of the question processes forked from it either."""
+    frame = memoryview(protocol.encode_results(bytes(protocol.NONCE_BYTES), npz, js, question))
+    if frame[_NONCE_AT:_NONCE_AT + _NONCE_HEX] != b"0" * _NONCE_HEX:
+        raise ValueError("the results frame's layout is not the one this harvest writes the nonce into")
+    _pwrite_all(results_fd, frame[:_NONCE_AT], offset)
+    _OS_LSEEK(results_fd, offset + _NONCE_AT, os.SEEK_SET)
+    copied = 0
+    while copied < _NONCE_HEX:
+        n = _OS_SENDFILE(results_fd, nonce_fd, copied, _NONCE_HEX - copied)
+        if n <= 0:
+            raise OSError("the grader's nonce file is shorter than a nonce")
+        copied += n
+    _pwrite_all(results_fd, frame[_NONCE_AT + _NONCE_HEX:], offset + _NONCE_AT + _NONCE_HEX)
+    return len(frame)
+
+
+def _run_questions(plan, spec: JobSpec, nonce_fd: int, results_fd: int):
     """In H: each ``(question, run)`` in a process of its own, its frame appended to the results file."""
     offset = 0
     gc.freeze()     # the collector in each question's process leaves H's objects alone: far fewer copied pages
@@ -467,7 +504,7 @@ def _run_questions(plan, spec: JobSpec, nonce: bytearray, results_fd: int):
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            _question_process(question, run, results_fd, nonce, w)
+            _question_process(question, run, results_fd, nonce_fd, w)
         os.close(w)
         data, stopped = _read_pipe(r, time.monotonic() + spec.harvest_question_timeout, spec.max_results_bytes)
         os.close(r)
@@ -490,9 +527,7 @@ def _run_questions(plan, spec: JobSpec, nonce: bytearray, results_fd: int):
                    "size": "its values were too large to send back"}.get(stopped, "its values did not come back "
                                                                               "(the process ended)")
             npz, js = b"", _JSON_DUMPS({f"{question}.harvest_error": {"error": why}}).encode()
-        frame = protocol.encode_results(bytes(nonce), npz, js, question)
-        _OS_PWRITE(results_fd, frame, offset)
-        offset += len(frame)
+        offset += _write_frame(results_fd, nonce_fd, offset, question, npz, js)
     return {}, {}
 
 
@@ -747,8 +782,9 @@ def _proc_status(pid: int) -> dict:
 
 class _HarvestChannel:
     """The server's side of one job's harvest: the socket its harvest process asks on (the job holds the other
-    end), the results file and the hidden inputs (opened here, never by the job's process), the grader's nonce,
-    and a log of what the server decided (``protocol.SERVER_EVENTS_FILE``, which the grader reads)."""
+    end), the results file, the hidden inputs and the grader's nonce file (opened here, never by the job's
+    process; the nonce file is never read here either: no job forked from this process has the nonce in its
+    memory), and a log of what the server decided (``protocol.SERVER_EVENTS_FILE``, which the grader reads)."""
 
     def __init__(self, cmd: ServerCommand):
         self.cmd, self.job_pid, self.harvester, self.pidfd, self.pending = cmd, None, None, None, {}
@@ -760,15 +796,16 @@ class _HarvestChannel:
         self.results = os.open(f"{folder}/{protocol.RESULTS_FILE}", os.O_WRONLY | os.O_NOFOLLOW)
         self.inputs = os.open(f"{folder}/{protocol.INPUTS_FILE}", os.O_RDONLY | os.O_NOFOLLOW)
         os.unlink(f"{folder}/{protocol.INPUTS_FILE}")
+        self.nonce_fd = os.open(f"{folder}/{protocol.NONCE_FILE}", os.O_RDONLY | os.O_NOFOLLOW)
+        os.unlink(f"{folder}/{protocol.NONCE_FILE}")
         self.log_fd = os.open(f"{folder}/{protocol.SERVER_EVENTS_FILE}", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         # gone by name before the job exists (the grader reads both through descriptors of its own): in mode
         # userns the job is their owner (uid 0 of the namespace) and could otherwise open them to forge
         os.unlink(f"{folder}/{protocol.RESULTS_FILE}")
         os.unlink(f"{folder}/{protocol.SERVER_EVENTS_FILE}")
-        self.nonce = bytes.fromhex(cmd.nonce)
 
     def server_fds(self):
-        return [self.sock.fileno(), self.results, self.inputs, self.log_fd] + \
+        return [self.sock.fileno(), self.results, self.inputs, self.nonce_fd, self.log_fd] + \
             [fd for fd in (self.pidfd, self.job_pidfd) if fd is not None]
 
     def log(self, kind, **fields):
@@ -860,8 +897,8 @@ class _HarvestChannel:
         _wait_settled(self.job_pid, killed, 2.0)    # no thread or process of the job left to take the message
         try:
             self.pidfd = os.pidfd_open(pid)
-            self.sock.sendmsg([self.nonce], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                              struct.pack("2i", self.results, self.inputs))])
+            self.sock.sendmsg([_GRANTED], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                            struct.pack("3i", self.results, self.inputs, self.nonce_fd))])
         except OSError as exc:
             self.log("harvest-refused", pid=pid, why=f"the channel could not be handed over: {exc}")
             return
