@@ -39,7 +39,8 @@ pytestmark = pytest.mark.slow
 
 # A thread started by a cell that runs on while the next cell sleeps: it writes fake events (every cell ended,
 # cells done) to every regular file it can write, then forks a process that asks for the results channel on
-# every socket it holds, and if it were handed one, writes a frame of its own with the nonce it got.
+# every socket it holds, and if it were handed one (the results file, the inputs, the nonce's file), writes a
+# frame of its own with the nonce copied from that file.
 FORGER = textwrap.dedent('''
     import os, socket, stat, struct, threading, time, json
 
@@ -63,10 +64,11 @@ FORGER = textwrap.dedent('''
                     s.sendmsg([b"harvest"])
                     s.settimeout(20)
                     try:
-                        nonce, anc, _, _ = s.recvmsg(64, socket.CMSG_SPACE(8))
-                        results = struct.unpack("2i", anc[0][2][:8])[0]
-                        header = b"0 2\\n"
-                        os.write(results, b"COURSEKIT-RESULTS-1\\n" + nonce.hex().encode() + b"\\nq3 " + header + b"{}")
+                        _, anc, _, _ = s.recvmsg(64, socket.CMSG_SPACE(12))
+                        results, _, nonce_file = struct.unpack("3i", anc[0][2][:12])
+                        os.write(results, b"COURSEKIT-RESULTS-1\\n")
+                        os.sendfile(results, nonce_file, 0, 64)
+                        os.write(results, b"\\nq3 0 2\\n{}")
                     except (OSError, IndexError, struct.error):
                         pass
                     os._exit(0)
