@@ -7,9 +7,9 @@ Standard library only: ``warm_server.py`` imports it inside the sandbox before a
 One job's trip (see ``coursekit.grading.runner``)::
 
     grader                                  warm server (warm_server.py --serve)       job process (a fork of it)
-    writes job.json, inputs.npz,       ->   opens inputs, results, nonce
-    nonce (root-only, 0600)                 (never reads it), unlinks them
-                                       ->   ServerCommand (stdin, one line)  ->  reads job.json as root, unlinks it,
+    writes job.json, inputs.npz and    ->   ServerCommand (stdin, one line):
+    the nonce (root-only, 0600)             opens inputs, results, nonce (never
+                                            reads it), unlinks them, forks   ->  reads job.json as root, unlinks it,
                                        <-   ServerReply "started"                 own pid + mount namespace,
                                                                                   own /dev/shm and /tmp, drops uid
     reads Events (untrusted)           <-------------------------------------   ready, start/end per cell, cells-done
