@@ -298,8 +298,10 @@ def _check(report: dict, mode: str):
         assert cell["mib"] > 50 and cell["control"] >= 3 and cell["nonces"] == 0, (name, cell)
         assert cell["nonce file"] == "FileNotFoundError", (name, cell)
         assert question["searched"] and question["unlinked"] == [], (name, question)
-        if "refused" not in question:       # where the question's process may read its own memory
+        if mode == "userns":    # uid 0 of its namespace: its /proc files are its own, so it reads its memory
             assert question["mib"] > 50 and question["control"] >= 3 and question["nonces"] == 0, (name, question)
+        else:                   # not dumpable (/proc/self/mem is root's), ctypes refused: searched from outside only
+            assert "refused" in question, (name, question)
     outside = report["outside"]
     assert outside["grader"]["nonces"] >= 1, outside        # the search from outside sees what is there
     for kind in ("server", "job", "harvest", "question"):
