@@ -253,10 +253,9 @@ def run_job(spec: JobSpec, job_fd: int, kill_strays: bool):
 # job's process never holds the results file, the hidden inputs or the nonce's file. The nonce itself is in no
 # process's memory here: the grader writes it to a root-only file that the server opens and unlinks before the
 # job exists but never reads; H copies it from that file into each frame with sendfile (kernel to kernel).
-# Each question is then harvested
-# in a process of its own (C), forked from H: no new threads or processes there (RLIMIT_NPROC 0), no frames,
-# object lists or ctypes (an audit hook), no results descriptor, its own time limit, and what it sends back is
-# only its own question's frame (H writes it).
+# Each question is then harvested in a process of its own (C), forked from H: no new threads or processes there
+# (RLIMIT_NPROC 0), no frames, object lists or ctypes (an audit hook), no results or nonce descriptor, its own
+# time limit, and what it sends back is only its own question's frame (H writes it).
 
 def _harvest_in_fork(spec: JobSpec, ns: dict, job_fd: int):
     """In the job's main thread after its last cell: fork the harvest, wait for it, end the job."""
