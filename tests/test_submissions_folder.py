@@ -8,6 +8,7 @@ on submissions that never reach the sandbox (corrupt files), in a bubblewrap mou
 read-only bind mount or a tiny tmpfs.
 """
 import csv
+import errno
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import nbformat
 import pytest
 
 import coursekit
-from coursekit.grading import batch
+from coursekit.grading import outfiles
 from coursekit.grading.batch import BatchSummary, grade_folder, spreadsheet_safe
 from coursekit.grading.outfiles import OutputError, atomic_write
 from coursekit.grading.sandbox import Limits
@@ -230,21 +231,15 @@ def test_spreadsheet_safe_follows_owasp():
 def test_the_summary_lists_flagged_submissions_with_their_lines(tmp_path, monkeypatch):
     """A1's grade carries ``flags``; the summary shows each flagged submission with its lines."""
     from coursekit.grading import grade
-    from coursekit.grading.labspec import QuestionResult
-
-    class Fake:
-        def __init__(self, student, flags):
-            self.student, self.flags = student, flags
-
-        def as_dict(self):
-            qs = [QuestionResult(n, p, p, title=n).as_dict() for n, p in TinySpec.questions]
-            return {"student": self.student, "total": 5, "max_total": 5, "status": "ok", "questions": qs,
-                    "cell_errors": [], "notes": [], "flags": self.flags, "feedback": ""}
+    from coursekit.grading.runner import ExecutionResult
 
     flags = {"eve": [{"line": 3, "code": "torch.overrides.TorchFunctionMode", "reason": "interpreter machinery"},
                      {"line": None, "code": "open('/proc/self/maps')", "reason": "reads /proc"}]}
-    monkeypatch.setattr(grade, "grade_notebook",
-                        lambda path, spec, limits, seed, student: Fake(student, flags.get(student, [])))
+
+    def run(path, harvest_code, inputs, limits=None, template_cells=None):    # the sandbox, faked: what it saw
+        return ExecutionResult(outputs={"add": inputs["a"] + inputs["b"], "mul": inputs["a"] * inputs["b"]},
+                               runtime_flags=flags.get(Path(path).stem, []))
+    monkeypatch.setattr(grade, "execute_submission", run)
     for student in ("ada", "eve"):
         make_notebook(tmp_path / "subs" / f"{student}.ipynb", *GOOD_CELLS)
     summary = grade_folder(tmp_path / "subs", tmp_path / "out", spec=TinySpec(), progress=False,
@@ -364,22 +359,38 @@ cp {mnt}/out/gradebook.csv {res}/
 def test_write_errors_inside_the_batch_become_output_errors(tmp_path, monkeypatch):
     """ENOSPC injected at the write layer after a few files: OutputError, records so far valid, rerun resumes."""
     subs = _corrupt_class(tmp_path / "subs", 6)
-    real, calls = batch.write_output, []
+    real, calls = outfiles.atomic_write, []
 
     def flaky(path, data):
         calls.append(path)
         if len(calls) == 9:
-            raise OutputError(f"cannot write {path}: the disk is full")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
-    monkeypatch.setattr(batch, "write_output", flaky)
+    monkeypatch.setattr(outfiles, "atomic_write", flaky)
     with pytest.raises(OutputError, match="disk is full"):
         grade_folder(subs, tmp_path / "out", spec=TinySpec(), workers=1, progress=False, log=lambda *a: None)
     done = sorted(p.stem for p in (tmp_path / "out" / "records").glob("*.json"))
     assert 1 <= len(done) < 6 and all(json.loads((tmp_path / "out" / "records" / f"{s}.json").read_text())
                                       for s in done)
-    monkeypatch.setattr(batch, "write_output", real)
+    monkeypatch.setattr(outfiles, "atomic_write", real)
     s = grade_folder(subs, tmp_path / "out", spec=TinySpec(), workers=1, progress=False, log=lambda *a: None)
     assert (s.graded, s.skipped) == (6 - len(done), len(done))
+
+
+def test_a_rerun_removes_what_a_killed_write_left(tmp_path):
+    """atomic_write's temporary files (a grader killed while it wrote) are removed by the next run, nothing else."""
+    subs = _corrupt_class(tmp_path / "subs", 1)
+    out = tmp_path / "out"
+    left = [out / ".gradebook.csv.k2j3.tmp", out / "feedback" / ".s00.txt.x1y2.tmp",
+            out / "gradescope" / "s00" / ".results.json.ab12.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (out / "notes.tmp").write_text("the instructor's")
+    s = grade_folder(subs, out, spec=TinySpec(), workers=1, progress=False, log=lambda *a: None)
+    assert s.graded == 1
+    assert not any(path.exists() for path in left)
+    assert (out / "notes.tmp").read_text() == "the instructor's"
 
 
 def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):

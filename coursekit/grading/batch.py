@@ -17,9 +17,10 @@ With a late policy (``term``) and the hand-in times (a hand-in manifest), the gr
 penalty and the final total, and the feedback says why. The penalty is worked out from the records at every run,
 so changing the policy needs no regrading. Every student's files are rendered from one ``results.StudentResult``.
 
-The pipeline: ``submissions`` finds and reads each hand-in (untrusted: links, FIFOs, several notebooks in a
-folder, huge outputs), ``grade.grade_notebook`` grades one notebook in the sandbox, this module writes what
-comes back, and ``similarity`` compares the class.
+This module only schedules: it lists the class (``submissions.find_submissions``: untrusted, links, FIFOs, several
+notebooks in a folder), skips what its records show is graded, sends each other submission through
+``grade.STEPS`` on a worker (read, run in the sandbox, score, flag, record, write its files), and writes what
+belongs to the class: the gradebook, the similarity report (``similarity``), the class report and the summary.
 
 Resumable: a submission whose record exists (same file content, same hidden tests, same seed) is not graded
 again, so a run that was killed halfway, or stopped by a full disk, grades only what is missing when started
@@ -35,7 +36,6 @@ import json
 import os
 import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,19 +43,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursekit.grading.gradescope import validate_results
-from coursekit.grading.outfiles import OutputError, csv_text, prepare_out_dir, spreadsheet_safe, write_output
+from coursekit.grading.grade import RECORD_VERSION, grade_gradescope_submission, grade_submission, internal_paths
+from coursekit.grading.outfiles import (ClassFolderOutput, OutputError, prepare_out_dir, remove_partial_writes,
+                                        spreadsheet_safe, write_output)
 from coursekit.grading.protocol import Limits
-from coursekit.grading.results import GRADEBOOK_TAIL, StudentResult, render_feedback, self_check_hints
+from coursekit.grading.results import RenderContext, self_check_hints
+from coursekit.grading.submissions import (Submission, UnreadableSubmission, find_submissions, handed_in_fingerprint,
+                                           lab_names, read_submission, template_code_cells)
 from coursekit.grading.term import describe_delta
-from coursekit.grading.submissions import (Submission, UnreadableSubmission, find_in_folder, find_submissions,
-                                           lab_names, read_submission, strip_notebook, submission_sha256)
-from coursekit.paths import REPO
 
-__all__ = ["BatchSummary", "grade_folder", "grade_submission", "grade_gradescope_submission", "spec_key",
-           "spreadsheet_safe", "OutputError"]
+# grade_gradescope_submission is grade's (one submission's trip); `coursekit gradescope-run` imports it from here
+__all__ = ["BatchSummary", "grade_folder", "grade_gradescope_submission", "spec_key", "spreadsheet_safe",
+           "OutputError"]
 
-RECORD_VERSION = 2
 MANIFEST = "manifest.csv"      # the hand-in service's record, beside the hand-ins (not a submission)
 STAGING = ".staging"          # OUT/.staging: the stripped copy being graded; emptied at every start
 
@@ -135,96 +135,7 @@ def spec_key(spec) -> str:
     return h.hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------- one submission
-
-def _scrub(value, internal: list[str]):
-    """``value`` with the grader's own paths (OUT, the submissions folder, the package) replaced."""
-    if isinstance(value, str):
-        for path in internal:
-            value = value.replace(path, "<grader>")
-        return value
-    if isinstance(value, list):
-        return [_scrub(v, internal) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub(v, internal) for k, v in value.items()}
-    return value
-
-
-def _internal_paths(*paths) -> list[str]:
-    found = {str(p) for p in (*paths, REPO) if p is not None and len(str(p)) > 1}   # REPO: where coursekit is
-    found |= {str(Path(p).resolve()) for p in found}
-    return sorted(found, key=len, reverse=True)
-
-
-def _with_feedback(data: dict) -> dict:
-    """The grade with its feedback, rendered here once (``results.render_feedback``), from the scrubbed data."""
-    data["feedback"] = render_feedback(data)
-    return data
-
-
-def _ungraded(sub: Submission, spec, status: str, why: str) -> dict:
-    """The grade of a submission that is not run: 0 on every question, with the reason."""
-    questions = [{"name": name, "title": (getattr(spec, "titles", None) or {}).get(name, ""), "points": 0,
-                  "max_points": pts, "passed": [], "failed": [why]} for name, pts in spec.questions]
-    return {"student": sub.student, "total": 0, "max_total": sum(q["max_points"] for q in questions),
-            "status": status, "questions": questions, "cell_errors": [], "notes": list(sub.notes), "flags": []}
-
-
-def grade_submission(sub: Submission, spec, limits, seed: int, staging: Path, internal=()) -> tuple[dict, str]:
-    """Grade one submission: (its grade as a dict with the feedback, the fingerprint of what was graded).
-    The notebook is read once (``submissions.read_submission``), and its stripped copy is what the sandbox
-    gets, written in ``staging`` (a folder of the grader's) and removed after. Never raises for what the
-    student handed in."""
-    from coursekit.grading.grade import grade_notebook
-    if sub.status:
-        why = {"symlink": "the submission is a symbolic link, which is not followed: hand in the file itself",
-               "no-notebook": "no notebook was submitted"}.get(sub.status, sub.status)
-        return _with_feedback(_scrub(_ungraded(sub, spec, sub.status, why), list(internal))), sub.status
-    try:
-        handed_in = read_submission(sub)
-    except UnreadableSubmission as exc:
-        return _with_feedback(_scrub(_ungraded(sub, spec, "invalid-notebook", str(exc)), list(internal))), \
-            "unreadable"
-    folder = Path(tempfile.mkdtemp(prefix=f"{sub.student}.", dir=staging))
-    staged = folder / sub.relpath.name
-    try:
-        write_output(staged, handed_in.data)
-        grade = grade_notebook(staged, spec=spec, limits=limits, seed=seed, student=sub.student)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    data = grade.as_dict()
-    data["notes"] = list(sub.notes) + list(data.get("notes") or [])
-    flags = data.pop("flags", None) or []          # the instructor's: quoted as the student wrote them
-    data = _scrub(data, list(internal) + [str(folder)])
-    data["flags"] = flags
-    return _with_feedback(data), handed_in.sha256
-
-
-def _fingerprint(sub: Submission) -> str:
-    return sub.status if sub.status else submission_sha256(sub)
-
-
 # --------------------------------------------------------------------------------------------- the class
-
-def _gradebook(results: list[StudentResult], question_names: list[str]) -> str:
-    """student, points per question, total (raw), late_penalty, final_total, max_total, status, file, hand-in time,
-    late by."""
-    return csv_text(["student", *question_names, *GRADEBOOK_TAIL],
-                    [r.gradebook_row(question_names) for r in sorted(results, key=lambda r: r.student)])
-
-
-@dataclass
-class _Term:
-    """What turns a record into a ``StudentResult``: the late policy, the hand-in times, the self-check's hints."""
-    policy: object = None                      # term.LatePolicy or None
-    times: dict = field(default_factory=dict)  # student -> hand-in time
-    hints: dict = field(default_factory=dict)  # question -> what the public tests check
-
-    def result(self, rec: dict, code_cells=None) -> StudentResult:
-        lateness = self.policy.lateness(self.times.get(rec["student"])) if self.policy is not None else None
-        return StudentResult.from_record(rec, lateness=lateness, policy=self.policy, code_cells=code_cells,
-                                         hints=self.hints)
-
 
 def _code_cells(sub: Submission | None) -> list[str]:
     if sub is None or sub.status:
@@ -233,15 +144,6 @@ def _code_cells(sub: Submission | None) -> list[str]:
         return read_submission(sub).code_cells
     except UnreadableSubmission:
         return []
-
-
-def _write_student_files(out: Path, result: StudentResult) -> None:
-    """The student's feedback (text and HTML) and Gradescope results, from one ``StudentResult``."""
-    write_output(out / "feedback" / f"{result.student}.txt", result.feedback_text())
-    write_output(out / "feedback" / f"{result.student}.html", result.feedback_html())
-    results = result.results_json()
-    validate_results(results)
-    write_output(out / "gradescope" / result.student / "results.json", json.dumps(results, indent=1))
 
 
 def _warn_if_readable(spec, out: Path, log) -> None:
@@ -280,22 +182,8 @@ def _load_record(path: Path) -> dict | None:
     return rec if isinstance(rec, dict) and rec.get("version") == RECORD_VERSION else None
 
 
-def _template_cells(spec) -> list[str]:
-    """The code cells of the notebook handed out to students (``<lab>.ipynb`` beside the autograder folder):
-    boilerplate for the similarity report. None found: no cell is boilerplate."""
-    folder, lab = getattr(spec, "autograder_dir", None), (getattr(spec, "spec", None) or {}).get("lab")
-    if folder is None or not lab:
-        return []
-    path = Path(folder).parent / f"{lab}.ipynb"
-    try:
-        return strip_notebook(json.loads(path.read_text(encoding="utf-8")))[1]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def _similarity(subs: list[Submission], records: dict, spec, out: Path, staging: Path, log) -> list:
+def _similarity(subs: list[Submission], records: dict, template: list[str], out: Path, staging: Path, log) -> list:
     from coursekit.grading.similarity import solution_code, write_similarity
-    template = _template_cells(spec)
     codes = {}
     for sub in subs:
         if sub.student in records and not sub.status:
@@ -330,6 +218,7 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     started = time.monotonic()
     spec = spec or load_spec(autograder_dir)
     out = prepare_out_dir(out_dir, ("feedback", "gradescope", "records"))
+    remove_partial_writes(out)                        # left by a run that was killed while it wrote
     staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)       # copies left by a run that was killed
     staging.mkdir(mode=0o700)
@@ -339,8 +228,10 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     left_out = [line for line in left_out if line != f"{MANIFEST}: not a notebook"]   # the hand-in manifest
     for line in left_out:
         log(f"left out: {line}")
-    term = _Term(policy, dict(hand_in_times or {}), self_check_hints(_template_cells(spec)))
-    internal = _internal_paths(out, Path(submissions_dir), subs[0].root if subs else None)
+    template = template_code_cells(spec)
+    context = RenderContext(policy, dict(hand_in_times or {}), self_check_hints(template))
+    output = ClassFolderOutput(out)
+    internal = internal_paths(out, Path(submissions_dir), subs[0].root if subs else None)
     key = spec_key(spec)
     question_names = [name for name, _ in spec.questions]
     summary = BatchSummary(total=len(subs), max_total=float(sum(p for _, p in spec.questions)), out_dir=out,
@@ -350,7 +241,8 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     todo = []
     for sub in subs:
         rec = None if regrade else _load_record(out / "records" / f"{sub.student}.json")
-        if rec and rec.get("sha256") == _fingerprint(sub) and rec.get("spec") == key and rec.get("seed") == seed:
+        if rec and rec.get("sha256") == handed_in_fingerprint(sub) and rec.get("spec") == key \
+                and rec.get("seed") == seed:
             records[sub.student] = rec
             summary.skipped += 1
         else:
@@ -358,28 +250,21 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
     lock = threading.Lock()
 
     def gradebook() -> str:
-        return _gradebook([term.result(rec) for rec in records.values()], question_names)
+        return context.gradebook(records.values(), question_names)
 
     def one(sub: Submission) -> dict:
-        began = time.monotonic()
-        data, fingerprint = grade_submission(sub, spec, limits, seed, staging, internal)
-        if _fingerprint(sub) != fingerprint:
-            raise RuntimeError("the file changed while it was graded")
-        rec = {"version": RECORD_VERSION, "student": sub.student,
-               "file": str(sub.relpath) if sub.relpath is not None else "", "sha256": fingerprint, "spec": key,
-               "seed": seed, "grade": data, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "seconds": round(time.monotonic() - began, 3)}
-        _write_student_files(out, term.result(rec, _code_cells(sub)))
-        write_output(out / "records" / f"{sub.student}.json", json.dumps(rec, indent=1))   # the commit point
+        """One submission through ``grade.STEPS`` (its files and record written there), then the gradebook."""
+        rec = grade_submission(sub, spec, limits, seed, staging, internal, spec_key=key, context=context,
+                               output=output).record
         with lock:
             records[sub.student] = rec
             write_output(out / "gradebook.csv", gradebook())
-        return data
+        return rec["grade"]
 
     # the students graded before: their pages again (the late policy or the hand-in times may have changed)
     by_student = {sub.student: sub for sub in subs}
     for student, rec in records.items():
-        _write_student_files(out, term.result(rec, _code_cells(by_student.get(student))))
+        output.write_student_files(context.result(rec, _code_cells(by_student.get(student))))
     write_output(out / "gradebook.csv", gradebook())
     workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress or not todo)
@@ -420,10 +305,10 @@ def grade_folder(submissions_dir, out_dir, *, spec=None, autograder_dir=None, li
         summary.scores.append(rec["grade"]["total"])
         if rec["grade"].get("flags"):
             summary.flagged[rec["student"]] = rec["grade"]["flags"]
-    pairs = _similarity(subs, records, spec, out, staging, log)
+    pairs = _similarity(subs, records, template, out, staging, log)
     summary.similar = [p for p in pairs[:10] if p.similarity >= 0.5]
     shutil.rmtree(staging, ignore_errors=True)
-    results = [term.result(rec) for rec in records.values()]
+    results = [context.result(rec) for rec in records.values()]
     summary.late = {r.student: (describe_delta(r.lateness.late_by), r.penalty) for r in results
                     if r.lateness is not None and r.lateness.late}
     if roster is not None:
@@ -454,20 +339,3 @@ def _write_report(out: Path, results, spec, summary: BatchSummary, pairs, record
         log(f"class report failed: {type(exc).__name__}: {exc}")
         return
     write_output(out / "report.html", html)
-
-
-def grade_gradescope_submission(submission_dir, autograder_dir, results_path, limits=None, seed: int = 0) -> dict:
-    """Grade the notebook in a Gradescope submission folder and write ``results.json`` (Gradescope runs this
-    once per student, through the bundle's ``run_autograder``)."""
-    from coursekit.grading.labspec import load_spec
-    spec = load_spec(autograder_dir)
-    limits = limits or Limits()
-    sub = find_in_folder(submission_dir, lab_names(spec), limits=limits)
-    with tempfile.TemporaryDirectory(prefix="coursekit-gradescope-") as staging:
-        data, _ = grade_submission(sub, spec, limits, seed, Path(staging),
-                                   _internal_paths(Path(submission_dir), Path(autograder_dir)))
-    rec = {"student": sub.student, "file": str(sub.relpath) if sub.relpath is not None else "", "grade": data}
-    results = _Term(hints=self_check_hints(_template_cells(spec))).result(rec, _code_cells(sub)).results_json()
-    validate_results(results)
-    write_output(Path(results_path), json.dumps(results, indent=1))
-    return results

@@ -1,7 +1,7 @@
 """Gradescope: the autograder bundle that grades there, and what its ``results.json`` must be.
 
 The results themselves are rendered by ``results.StudentResult.results_json`` (with the gradebook row and the
-feedback, from the same object). Imports nothing of the grading pipeline: ``batch`` uses it, never the other way
+feedback, from the same object). Imports nothing of the grading pipeline: ``outfiles`` uses it, never the other way
 round.
 
 Gradescope unpacks the bundle (a zip) into ``/autograder/source``, runs ``setup.sh`` once to build the
@@ -11,8 +11,8 @@ image, then for each submission runs ``/autograder/run_autograder`` with the stu
     coursekit gradescope-bundle --out mlp_lab_autograder.zip      # upload it as the autograder
 
 The bundle holds ``setup.sh`` (installs the pinned requirements, bubblewrap and the data set),
-``run_autograder`` (runs ``coursekit gradescope-run``: ``batch.grade_gradescope_submission``, the same
-sandboxed grader as ``coursekit grade``),
+``run_autograder`` (runs ``coursekit gradescope-run``: ``grade.grade_gradescope_submission``, the same steps,
+``grade.STEPS``, as ``coursekit grade``),
 ``requirements.txt``, the ``coursekit`` package and the hidden tests (``autograder/``). ``run_autograder``
 reads ``$COURSEKIT_AUTOGRADER_ROOT`` (default ``/autograder``), so a test can run it in a local copy.
 """

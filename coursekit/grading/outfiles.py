@@ -4,17 +4,25 @@
 crash, a kill or a full disk leaves the previous version (or nothing), never half a file. ``OutputError`` is what
 the grade commands turn into one line and exit status 2: OUT on a read-only file system, a full disk, a path that
 cannot be created.
+
+Where one graded submission's files go (the ``write`` step of ``grade.STEPS``): ``ClassFolderOutput`` (``coursekit
+grade``: feedback, Gradescope results and the record under OUT) or ``GradescopeOutput`` (Gradescope's
+``results.json``). Both write what one ``results.StudentResult`` renders.
 """
 from __future__ import annotations
 
 import csv
 import errno
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputError", "atomic_write", "write_output", "prepare_out_dir", "spreadsheet_safe", "csv_text"]
+from coursekit.grading.gradescope import validate_results
+
+__all__ = ["OutputError", "atomic_write", "write_output", "prepare_out_dir", "spreadsheet_safe", "csv_text",
+           "remove_partial_writes", "ClassFolderOutput", "GradescopeOutput"]
 
 SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -79,6 +87,22 @@ def prepare_out_dir(out_dir, subfolders=()) -> Path:
     return out
 
 
+def remove_partial_writes(out: Path) -> list[Path]:
+    """Remove the temporary files that ``atomic_write`` leaves in OUT when the grader is killed mid-write
+    (``.<name>.<random>.tmp``; the file they were to replace is intact); returns them."""
+    removed = []
+    for folder, _, names in os.walk(out):
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = Path(folder) / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return removed
+
+
 def spreadsheet_safe(cell) -> str:
     """A CSV cell no spreadsheet runs as a formula (OWASP's CSV-injection rule: a leading ``'``)."""
     text = str(cell)
@@ -93,3 +117,35 @@ def csv_text(header: list[str], rows) -> str:
     for row in rows:
         w.writerow([spreadsheet_safe(cell) for cell in row])
     return buf.getvalue()
+
+
+class ClassFolderOutput:
+    """A class's OUT: ``feedback/<student>.txt`` and ``.html``, ``gradescope/<student>/results.json``, and
+    ``records/<student>.json``, written last: the record marks the submission as done."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def write_student_files(self, result) -> None:
+        """The student's feedback (text and HTML) and Gradescope results, from one ``results.StudentResult``."""
+        write_output(self.out / "feedback" / f"{result.student}.txt", result.feedback_text())
+        write_output(self.out / "feedback" / f"{result.student}.html", result.feedback_html())
+        results = result.results_json()
+        validate_results(results)
+        write_output(self.out / "gradescope" / result.student / "results.json", json.dumps(results, indent=1))
+
+    def write(self, result, record: dict) -> None:
+        self.write_student_files(result)
+        write_output(self.out / "records" / f"{record['student']}.json", json.dumps(record, indent=1))
+
+
+class GradescopeOutput:
+    """Gradescope's ``results.json`` of one submission (``results`` keeps what was written)."""
+
+    def __init__(self, path: Path):
+        self.path, self.results = Path(path), None
+
+    def write(self, result, record: dict) -> None:
+        self.results = result.results_json()
+        validate_results(self.results)
+        write_output(self.path, json.dumps(self.results, indent=1))

@@ -1,10 +1,12 @@
 """One student's graded result, rendered four ways: the gradebook row, the text feedback, the HTML feedback and
 Gradescope's ``results.json`` (as otter-grader's ``GradingResults`` does), so they never disagree.
 
-``StudentResult.from_record(record, ...)`` takes what ``batch`` stored for the student (the grade as data), the
+``StudentResult.from_record(record, ...)`` takes a student's record (the grade as data, made by the ``record`` step
+of ``grade.STEPS``), the
 late policy's verdict (``term.Lateness``), the student's code cells (to quote the function a failing test
 called) and the self-check's descriptions of its public tests (``self_check_hints``). Everything the student
-wrote reaches the HTML only through Jinja2's autoescaping.
+wrote reaches the HTML only through Jinja2's autoescaping. ``RenderContext`` holds what the class adds (the late
+policy, the hand-in times, the hints) and renders the gradebook from the records.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from coursekit.grading.outfiles import csv_text
 from coursekit.grading.term import LatePolicy, Lateness, describe_delta
 
-__all__ = ["TestResult", "QuestionView", "StudentResult", "self_check_hints", "parse_test_line",
+__all__ = ["TestResult", "QuestionView", "StudentResult", "RenderContext", "self_check_hints", "parse_test_line",
            "GRADEBOOK_TAIL", "render_feedback", "NOT_RUN_STATUSES"]
 
 # "relu (0/4): relu(x) is wrong at 3 of 12 positions; ...: expected 0.5, got 0 (tolerance ...)"
@@ -133,6 +136,27 @@ def self_check_hints(template_cells: list[str]) -> dict[str, list[str]]:
             if m and doc:
                 hints.setdefault(m.group(1), []).append(" ".join(doc.split()))
     return hints
+
+
+@dataclass
+class RenderContext:
+    """What the class adds to a record to make its ``StudentResult``: the late policy, the hand-in times and the
+    self-check's hints."""
+    policy: LatePolicy | None = None
+    times: dict = field(default_factory=dict)   # student -> hand-in time
+    hints: dict = field(default_factory=dict)   # question -> what the public tests check
+
+    def result(self, record: dict, code_cells=None) -> "StudentResult":
+        lateness = self.policy.lateness(self.times.get(record["student"])) if self.policy is not None else None
+        return StudentResult.from_record(record, lateness=lateness, policy=self.policy, code_cells=code_cells,
+                                         hints=self.hints)
+
+    def gradebook(self, records, question_names: list[str]) -> str:
+        """The gradebook CSV of these records, one row per student (``StudentResult.gradebook_row``): student,
+        points per question, total (raw), late_penalty, final_total, max_total, hand-in time, late by, status,
+        file."""
+        rows = sorted((self.result(rec) for rec in records), key=lambda r: r.student)
+        return csv_text(["student", *question_names, *GRADEBOOK_TAIL], [r.gradebook_row(question_names) for r in rows])
 
 
 @dataclass

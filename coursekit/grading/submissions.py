@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from coursekit.grading.protocol import Limits
 
 __all__ = ["Submission", "SubmissionFile", "UnreadableSubmission", "find_submissions", "find_in_folder",
-           "read_submission", "lab_names", "safe_name"]
+           "read_submission", "lab_names", "safe_name", "handed_in_fingerprint", "template_code_cells"]
 
 # the caps on reading a submissions folder are Limits' (max_handin_mb, max_sniff_mb, max_folder_entries,
 # max_folder_depth, max_candidates); these functions take the grader's Limits, the defaults without one
@@ -158,6 +158,24 @@ def read_submission(sub: Submission) -> SubmissionFile:
         return SubmissionFile(sha, raw, [])
     stripped, code = strip_notebook(nb)
     return SubmissionFile(sha, json.dumps(stripped, indent=1).encode(), code)
+
+
+def handed_in_fingerprint(sub: Submission) -> str:
+    """What a record keeps to tell whether ``sub`` changed: its status if it is not run, else ``submission_sha256``."""
+    return sub.status if sub.status else submission_sha256(sub)
+
+
+def template_code_cells(spec) -> list[str]:
+    """The code cells of the notebook handed out to students (``<lab>.ipynb`` beside the autograder folder): the
+    similarity report's boilerplate and the self-check's hints. None found: []."""
+    folder, lab = getattr(spec, "autograder_dir", None), (getattr(spec, "spec", None) or {}).get("lab")
+    if folder is None or not lab:
+        return []
+    path = Path(folder).parent / f"{lab}.ipynb"
+    try:
+        return strip_notebook(json.loads(path.read_text(encoding="utf-8")))[1]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def submission_sha256(sub: Submission) -> str:
