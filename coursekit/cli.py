@@ -107,7 +107,7 @@ def cmd_gradescope_run(args) -> int:
     import json
     import traceback
     from coursekit.grading import sandbox
-    from coursekit.grading.batch import grade_gradescope_submission
+    from coursekit.grading.grade import grade_gradescope_submission
     from coursekit.grading.outfiles import atomic_write
     try:
         print(f"isolation: {sandbox.describe_isolation()}")

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursekit.grading.grade import RECORD_VERSION, grade_gradescope_submission, grade_submission, internal_paths
+from coursekit.grading.grade import RECORD_VERSION, grade_submission, internal_paths
 from coursekit.grading.outfiles import (ClassFolderOutput, OutputError, prepare_out_dir, remove_partial_writes,
                                         spreadsheet_safe, write_output)
 from coursekit.grading.protocol import Limits
@@ -52,9 +52,7 @@ from coursekit.grading.submissions import (Submission, UnreadableSubmission, fin
                                            lab_names, read_submission, template_code_cells)
 from coursekit.grading.term import describe_delta
 
-# grade_gradescope_submission is grade's (one submission's trip); `coursekit gradescope-run` imports it from here
-__all__ = ["BatchSummary", "grade_folder", "grade_gradescope_submission", "spec_key", "spreadsheet_safe",
-           "OutputError"]
+__all__ = ["BatchSummary", "grade_folder", "spec_key", "spreadsheet_safe", "OutputError"]
 
 MANIFEST = "manifest.csv"      # the hand-in service's record, beside the hand-ins (not a submission)
 STAGING = ".staging"          # OUT/.staging: the stripped copy being graded; emptied at every start

@@ -21,7 +21,7 @@ see ``coursekit.grading.runner``; its limits and protocol are ``coursekit.gradin
 
     grade = grade_notebook("submissions/ada.ipynb")
     print(grade.feedback_text)          # what the student reads (results.render_feedback)
-    grade.total, grade.max_total        # e.flight. 85, 100
+    grade.total, grade.max_total        # e.g. 85, 100
 
 ``batch`` schedules a class's submissions through ``grade_submission``; Gradescope's ``run_autograder`` grades one
 with ``grade_gradescope_submission``.
