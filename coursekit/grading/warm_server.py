@@ -713,7 +713,11 @@ def _job_process(cmd: ServerCommand, isolate: bool, own_userns: bool, job_fd: in
             if own_userns:
                 _enter_user_namespace()
         for name, value in cmd.rlimits.items():
-            resource.setrlimit(getattr(resource, name), (value, value))
+            which = getattr(resource, name)
+            hard = resource.getrlimit(which)[1]
+            if hard != resource.RLIM_INFINITY:      # not raised (only root may): a lower limit inherited holds
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
         if cmd.uid is not None:
             os.setgroups([])
             os.setgid(cmd.uid)
