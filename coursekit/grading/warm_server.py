@@ -784,7 +784,7 @@ def _namespaces_work(namespaces: PidNamespaces, own_userns: bool) -> str:
                     os._exit(3)
             os._exit(0)
         except BaseException as exc:        # noqa: BLE001
-            os.write(why_w, str(exc).encode()[:500])
+            os.write(why_w, str(exc).encode())
             os._exit(1)
     os.close(why_w)
     with os.fdopen(why_r, "rb") as fh:
