@@ -394,6 +394,7 @@ def test_the_hostile_notebook_gets_nothing(graded_rootless):
     assert report["signalled pids"] == 0, report        # its own PID namespace: no process but its own
     assert report["reached"] == [], report
     assert "LISTENER-HEARD" not in g["feedback"]["a-listener"]
+    assert report["fork"].startswith("BlockingIOError after "), report
     # the grader's nonce is in its memory (forked from the server that was handed it), but the files it would
     # forge are gone by name before the job exists, and the grader reads them through its own descriptors
     for name in ("results.bin", "server.jsonl", "inputs.npz", "job.json"):
