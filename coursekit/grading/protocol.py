@@ -57,7 +57,8 @@ class Limits:
                                     "question is harvested in a process of its own, killed after this)")
     memory_mb: int = _limit(3072, "resident memory of all of a submission's processes, MiB; also RLIMIT_DATA "
                             "(in a container with less memory the default is less)")
-    max_processes: int = _limit(64, "processes and threads of a submission's uid")
+    max_processes: int = _limit(64, "processes and threads of a submission (of its uid, or its user namespace "
+                                "without root)")
     max_file_mb: int = _limit(64, "largest file a submission may write, MiB")
     max_disk_mb: int = _limit(512, "all the files in a submission's folder together, MiB")
     max_output_kb: int = _limit(64, "output kept for the feedback (head and tail), KiB")
@@ -220,15 +221,17 @@ class Limits:
                        harvest_max_elements=self.harvest_max_elements,
                        harvest_error_chars=self.HARVEST_ERROR_CHARS, skip=dict(skip or {}))
 
-    def rlimits(self, with_uid: bool) -> dict:
-        """The job's resource limits, applied in the forked process before it runs anything."""
+    def rlimits(self, counted_apart: bool) -> dict:
+        """The job's resource limits, applied in the forked process before it runs anything. ``counted_apart``:
+        the job's tasks are counted apart from the grader's, under a uid of its own or (mode userns) in a user
+        namespace of its own, so ``RLIMIT_NPROC`` bounds the job only (root ignores it)."""
         mb = 1 << 20
         # RLIMIT_AS would break a CUDA build of torch (it maps large virtual areas); DATA does not.
         out = {"RLIMIT_DATA": max(self.memory_mb, 1536) * mb,
                "RLIMIT_FSIZE": self.max_file_mb * mb,
                "RLIMIT_CORE": 0,
                "RLIMIT_CPU": int(self.submission_timeout + self.harvest_timeout) + 30}
-        if with_uid:      # NPROC counts per uid (root ignores it): it bites only under the job's own uid
+        if counted_apart:
             out["RLIMIT_NPROC"] = self.max_processes
         return out
 

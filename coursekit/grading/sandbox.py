@@ -21,8 +21,10 @@ summary, the gradebook's records, the feedback and Gradescope's results name it)
     namespace, as in mode "bwrap", and each job in PID, mount, network and IPC namespaces of its own, with
     every capability dropped (bounding set included) and ``no_new_privs``. The kernel sees the jobs under
     the instructor's uid (one uid is all an unprivileged user namespace maps), but a job sees none of the
-    instructor's files or processes. Where user namespaces are disabled, the grader refuses and says what
-    to enable or install (``describe_isolation``).
+    instructor's files or processes. Each job is in a user namespace of its own too, where its processes
+    and threads count against its own ``RLIMIT_NPROC`` (Linux 5.14 or later; the server checks at start).
+    Where user namespaces are disabled, the grader refuses and says what to enable or install
+    (``describe_isolation``).
 
 There is no unisolated mode: ``COURSEKIT_SANDBOX=none`` is refused (it ran student code with the grader's
 rights, as root under root). ``$COURSEKIT_SANDBOX`` may ask for a weaker mode than detected, to test it.
@@ -36,8 +38,9 @@ every process of that uid is gone (``UidSlot``). Sandbox uids are 60600-60855: a
 (<= 60000) and systemd-homed's, below systemd's DynamicUser range (61184-65519) and 65536.
 
 Limits on every run: wall-clock time, memory (``RLIMIT_DATA`` per process and a watchdog on the resident
-memory of all the job's processes), number of processes (``RLIMIT_NPROC`` under the job's own uid), size
-of any file written (``RLIMIT_FSIZE``, the output file included), disk use of its folder, output size.
+memory of all the job's processes), number of processes (``RLIMIT_NPROC`` under the job's own uid, in
+mode "userns" in the job's own user namespace), size of any file written (``RLIMIT_FSIZE``, the output file
+included), disk use of its folder, output size.
 """
 from __future__ import annotations
 
@@ -96,7 +99,7 @@ def _bwrap_probe(rootless: bool) -> str:
     bw = bwrap_path()
     if not bw:
         return "bubblewrap is not installed"
-    user = ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETPCAP"] if rootless else []
+    user = ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETFCAP"] if rootless else []
     probe = subprocess.run([bw, *user, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
                             "--unshare-net", "--unshare-ipc", "--die-with-parent",
                             "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN",
@@ -423,11 +426,12 @@ def bwrap_command(argv, spool: Path, ro_paths, rootless: bool = False) -> list[s
     (job folders) read-write at /spool; a root-owned /tmp no job can write; no network; own pid namespace.
     The server keeps only CAP_SETUID and CAP_SETGID, to hand each job its own uid, and CAP_SYS_ADMIN, to give
     each job its own PID and mount namespaces; a job drops them all with its uid. ``rootless``: in a user
-    namespace of its own, as its uid 0 (the only uid it maps), keeping CAP_SETPCAP too: a job has no other
-    uid to drop to, so it drops every capability and the bounding set instead."""
+    namespace of its own, as its uid 0 (the only uid it maps), keeping CAP_SETFCAP too: a job has no other
+    uid to drop to, so it makes a user namespace of its own (its own process count; mapping the server's
+    uid 0 into it needs CAP_SETFCAP), then drops every capability and the bounding set."""
     cmd = [bwrap_path()]
     if rootless:
-        cmd += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETPCAP"]
+        cmd += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SETFCAP"]
     cmd += [
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
            "--proc", "/proc", "--dev", "/dev",
@@ -580,6 +584,8 @@ class WarmServer:
         env = job_env("/tmp" if self.bwrapped else str(self.spool), "/tmp" if self.bwrapped else str(self.spool))
         if self.namespaces:
             env["COURSEKIT_SANDBOX_ISOLATE"] = "1"
+        if self.mode == "userns":       # no uid per job: a user namespace per job, for its own process limit
+            env["COURSEKIT_JOB_USERNS"] = "1"
         if self.bwrapped:
             argv = bwrap_command(argv, self.spool, readable_paths(), rootless=self.mode == "userns")
         else:       # the server dies with this process (bwrap's --die-with-parent does it in the bwrap modes)
@@ -667,7 +673,8 @@ class WarmServer:
         """The server's instructions for one job."""
         # without namespaces (container) there is no private /tmp: the job's scratch is its own folder
         tmp = "/tmp" if self.namespaces else f"{inside}/{protocol.WORK_DIR}"
-        return ServerCommand(job_id=job_id, folder=inside, uid=uid, rlimits=limits.rlimits(uid is not None),
+        return ServerCommand(job_id=job_id, folder=inside, uid=uid,
+                             rlimits=limits.rlimits(uid is not None or self.mode == "userns"),
                              env=job_env(f"{inside}/{protocol.WORK_DIR}", tmp), shm_mb=limits.shm_mb,
                              tmp_mb=limits.tmp_mb, hide=self.inside if self.isolated else "",
                              keep=[inside] + ([f"{self.inside}/data"] if self.has_data else []),

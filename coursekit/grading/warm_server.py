@@ -587,6 +587,7 @@ def _reseed():
 
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
+CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
@@ -639,6 +640,39 @@ def _enter_mount_namespace():
     _loopback_up()
 
 
+def _enter_user_namespace():
+    """Mode userns: a user namespace of the job's own, in which it is uid 0 as it was in the server's
+    (``0 0 1``). The kernel (Linux 5.14 and later) counts ``RLIMIT_NPROC`` per user namespace level, so the
+    job's processes and threads count against its own limit, not only against the instructor's uid, which
+    the grader, the server and every job share. Called after the job's other namespaces are made, so that
+    they belong to the server's user namespace (the job has no capability over them, even before it drops
+    its own), and before ``RLIMIT_NPROC`` is lowered: the new namespace takes its creator's limit as the
+    bound of the level above, where every job's processes count together."""
+    _check(_libc().unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    # its own uid and gid only: what a process without privilege over the server's namespace may map (the
+    # gid once setgroups is denied); mapping the server's uid 0 needs CAP_SETFCAP, kept by the server for this
+    for name, text in (("setgroups", b"deny"), ("uid_map", b"0 0 1"), ("gid_map", b"0 0 1")):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+
+
+def _nproc_counted_apart() -> bool:
+    """In a fresh user namespace: whether ``RLIMIT_NPROC`` counts only this namespace's tasks (Linux >= 5.14).
+    With a limit of 2 a child is allowed only if the count is this process alone, not the uid's every process."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (2, 2))
+    try:
+        pid = os.fork()
+    except BlockingIOError:
+        return False
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return True
+
+
 def _loopback_up():
     """Bring up the new network namespace's loopback (down when made): code that talks to itself over
     127.0.0.1 works, within this job only."""
@@ -661,7 +695,7 @@ def _no_new_privileges(drop_capabilities: bool):
     import ctypes
     with open("/proc/sys/kernel/cap_last_cap") as fh:
         last = int(fh.read())
-    for cap in range(last + 1):         # needs CAP_SETPCAP, which the rootless server keeps for this
+    for cap in range(last + 1):         # needs CAP_SETPCAP, which the job has in its own user namespace
         _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {cap})")
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this process
     data = (ctypes.c_uint32 * 6)()                      # effective, permitted, inheritable: all empty
@@ -688,7 +722,7 @@ def _private_mounts(cmd: ServerCommand):
         os.close(fd)
 
 
-def _job_process(cmd: ServerCommand, isolate: bool, job_fd: int):
+def _job_process(cmd: ServerCommand, isolate: bool, own_userns: bool, job_fd: int):
     """In the forked process: become the job (namespaces, uid, limits, folder, output), run it, never return."""
     global MAIN_PID, T_START
     try:
@@ -711,8 +745,14 @@ def _job_process(cmd: ServerCommand, isolate: bool, job_fd: int):
         if isolate:
             _enter_mount_namespace()
             _private_mounts(cmd)
+            if own_userns:
+                _enter_user_namespace()
         for name, value in cmd.rlimits.items():
-            resource.setrlimit(getattr(resource, name), (value, value))
+            which = getattr(resource, name)
+            hard = resource.getrlimit(which)[1]
+            if hard != resource.RLIM_INFINITY:      # not raised (only root may): a lower limit inherited holds
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
         if cmd.uid is not None:
             os.setgroups([])
             os.setgid(cmd.uid)
@@ -750,22 +790,43 @@ def _job_process(cmd: ServerCommand, isolate: bool, job_fd: int):
     os._exit(0)
 
 
-def _namespaces_work(namespaces: PidNamespaces) -> str:
-    """'' if a forked child can be process 1 of its own PID namespace, with its own mounts, here."""
+_PROBE_FAILURES = {2: "a job cannot have its own PID and mount namespaces",
+                   3: "a job's own user namespace does not give it a process limit of its own (the kernel counts "
+                      "RLIMIT_NPROC over every process of the instructor's uid; Linux 5.14 or later counts it "
+                      "per user namespace)"}
+
+
+def _namespaces_work(namespaces: PidNamespaces, own_userns: bool) -> str:
+    """'' if a forked child can be process 1 of its own PID namespace, with its own mounts (and with
+    ``own_userns``, a user namespace in which its process limit counts only its own tasks), here; else why not."""
+    why_r, why_w = os.pipe()
     try:
         pid = namespaces.fork()
     except OSError as exc:
+        os.close(why_r)
+        os.close(why_w)
         return str(exc)
     if pid == 0:
+        os.close(why_r)
         try:
             _enter_mount_namespace()
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            os._exit(0 if os.getpid() == 1 else 2)
+            if os.getpid() != 1:
+                os._exit(2)
+            if own_userns:
+                _enter_user_namespace()
+                if not _nproc_counted_apart():
+                    os._exit(3)
+            os._exit(0)
         except BaseException as exc:        # noqa: BLE001
-            os.write(2, f"{exc}\n".encode())
+            os.write(why_w, str(exc).encode())
             os._exit(1)
+    os.close(why_w)
+    with os.fdopen(why_r, "rb") as fh:
+        said = fh.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    return "" if os.waitstatus_to_exitcode(status) == 0 else "a job cannot have its own PID and mount namespaces"
+    code = os.waitstatus_to_exitcode(status)
+    return "" if code == 0 else _PROBE_FAILURES.get(code, said or "a job cannot have its own namespaces")
 
 
 WAIT4 = {"x86_64": 61, "aarch64": 260, "ppc64le": 114, "s390x": 114}.get(os.uname().machine)
@@ -980,6 +1041,7 @@ def _die_with_the_grader():
 def serve():
     _die_with_the_grader()
     isolate = os.geteuid() == 0 and os.environ.get("COURSEKIT_SANDBOX_ISOLATE") == "1"
+    own_userns = isolate and os.environ.get("COURSEKIT_JOB_USERNS") == "1"     # mode userns
     _preload()
     out = os.dup(1)
     os.dup2(2, 1)       # stray prints from the server go to its stderr, not into the job protocol
@@ -991,7 +1053,7 @@ def serve():
     if isolate:
         try:
             namespaces = PidNamespaces()
-            why = _namespaces_work(namespaces)
+            why = _namespaces_work(namespaces, own_userns)
         except OSError as exc:
             why = str(exc)
         if why:
@@ -1060,7 +1122,7 @@ def serve():
                 job_fd = channel.job_end.detach()
                 for other in list(channels.values()) + [channel]:     # the server's descriptors, every job's
                     other.close()
-                _job_process(cmd, isolate, job_fd)
+                _job_process(cmd, isolate, own_userns, job_fd)
             channel.job_end.close()
             channel.job_pid = pid
             try:
