@@ -167,7 +167,7 @@ def _make_inputs(flight: SubmissionInFlight) -> None:
 def _run_in_sandbox(flight: SubmissionInFlight) -> None:
     if not flight.not_run:
         flight.result = execute_submission(flight.path, flight.spec.harvest_code, flight.inputs, limits=flight.limits,
-                                      template_cells=flight.spec.template_cells)
+                                           template_cells=flight.spec.template_cells)
 
 
 def _score(flight: SubmissionInFlight) -> None:
@@ -178,7 +178,7 @@ def _score(flight: SubmissionInFlight) -> None:
 def _flag(flight: SubmissionInFlight) -> None:
     if not flight.not_run:
         flight.flags = (scan_cells(flight.result.sources) + list(flight.result.runtime_flags)
-                   + [{"line": None, "code": "", "reason": flag} for q in flight.questions for flag in q.flags])
+                        + [{"line": None, "code": "", "reason": flag} for q in flight.questions for flag in q.flags])
 
 
 def _scrub(value, internal: list[str]):
@@ -228,10 +228,10 @@ def _record(flight: SubmissionInFlight) -> None:
     data["feedback"] = render_feedback(data)
     sub = flight.submission
     flight.record = {"version": RECORD_VERSION, "student": flight.student,
-                "file": str(sub.relpath) if sub is not None and sub.relpath is not None else "",
-                "sha256": flight.fingerprint, "spec": flight.spec_key, "seed": flight.seed, "grade": data,
-                "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "seconds": round(time.monotonic() - flight.began, 3)}
+                     "file": str(sub.relpath) if sub is not None and sub.relpath is not None else "",
+                     "sha256": flight.fingerprint, "spec": flight.spec_key, "seed": flight.seed, "grade": data,
+                     "graded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "seconds": round(time.monotonic() - flight.began, 3)}
 
 
 def _render(flight: SubmissionInFlight) -> None:
@@ -293,7 +293,7 @@ def grade_notebook(path, spec: LabSpec | None = None, limits: Limits | None = No
     """
     path = Path(path)
     flight = run_steps(SubmissionInFlight(spec=spec or load_spec(), limits=limits, seed=seed, path=path,
-                                     student=student or path.stem))
+                                          student=student or path.stem))
     return flight.grade
 
 

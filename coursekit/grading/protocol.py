@@ -89,6 +89,9 @@ class Limits:
     ISOLATION_PROBE_TIMEOUT: ClassVar[float] = 60.0
     # SIGKILLed processes (a job's, a sandbox uid's) reported gone, or the uid is not used again
     KILL_TIMEOUT: ClassVar[float] = 10.0
+    # before the server hands the harvest its channel: the job's stopped threads and killed processes settled
+    # (milliseconds; on a stuck machine the channel is handed over after this anyway, the job still stopped)
+    HARVEST_GRANT_SETTLE_TIMEOUT: ClassVar[float] = 2.0
     # a job folder without its grader's lock (a grader older than the lock, or one between making the folder and
     # locking it) is left alone this long before the next grader's start removes it
     UNLOCKED_SPOOL_AGE_S: ClassVar[float] = 3600.0

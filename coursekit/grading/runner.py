@@ -1,7 +1,7 @@
 """Run one submitted notebook in the sandbox and bring back the values to grade, as data only.
 
-``execute_submission(notebook_path, harvest_code, inputs, limits=None)`` is step 2 of grading (see
-``coursekit.grading.grade``): the only step that runs student code. It
+``execute_submission(notebook_path, harvest_code, inputs, limits=None)`` is the ``run`` step of grading (see
+``coursekit.grading.grade.STEPS``): the only step that runs student code. It
 
 1. reads the notebook in the grader (corrupt JSON, a missing ``cells`` list: status ``invalid-notebook``);
 2. makes a fresh job folder (``sandbox.WarmServer.new_job``) and puts the job in it for the job process alone

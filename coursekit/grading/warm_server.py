@@ -954,7 +954,8 @@ class _HarvestChannel:
         except OSError:
             pass
         killed = _kill_uid_except(self.cmd.uid, (self.job_pid, pid)) if self.cmd.uid is not None else []
-        _wait_settled(self.job_pid, killed, 2.0)    # no thread or process of the job left to take the message
+        # no thread or process of the job left to take the message
+        _wait_settled(self.job_pid, killed, protocol.Limits.HARVEST_GRANT_SETTLE_TIMEOUT)
         try:
             self.pidfd = os.pidfd_open(pid)
             self.sock.sendmsg([_GRANTED], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
