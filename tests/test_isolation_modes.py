@@ -5,10 +5,12 @@ jobs at the same time cannot talk), ``torch.compile`` working, jobs killed only 
 Whatever the harvest collects, these tests read only what the cells themselves print and raise (the notebook's
 output and its cell errors), so they test the sandbox, not the grading.
 """
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -72,6 +74,24 @@ def _require_root_and_bwrap():
 
 
 # ------------------------------------------------------------------------------------------------ fast checks
+
+def test_mode_userns_refuses_where_a_jobs_namespace_gives_it_no_process_limit_of_its_own():
+    """Before Linux 5.14 the kernel counts RLIMIT_NPROC over every process of the instructor's uid, so a job's own
+    user namespace bounds nothing: the server's start-up probe says so and the server refuses (simulated here by
+    a count check that answers no; this kernel passes the real one)."""
+    _require_root_and_bwrap()
+    code = textwrap.dedent("""
+        from coursekit.grading import warm_server
+        print(repr(warm_server._namespaces_work(warm_server.PidNamespaces(), own_userns=True)))
+        warm_server._nproc_counted_apart = lambda: False       # what an older kernel's count gives
+        print(repr(warm_server._namespaces_work(warm_server.PidNamespaces(), own_userns=True)))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    real, older = r.stdout.splitlines()
+    assert real == "''", real
+    assert "process limit of its own" in older and "Linux 5.14" in older, older
+
 
 def test_sandbox_uids_are_outside_users_and_systemds_dynamic_users():
     first, last = sandbox.SANDBOX_UID_BASE, sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_SLOTS - 1
@@ -167,6 +187,27 @@ def test_without_cap_sys_admin_the_grader_finds_container_mode_by_itself(tmp_pat
     assert sandbox.SANDBOX_UID_BASE <= int(r["probe"][0]) and int(r["probe"][1], 16) == 0
 
 
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+@contextlib.contextmanager
+def nobody_home(prefix: str):
+    """A folder of the ordinary user nobody (pytest's tmp_path is root's, 0700) with a Python it can run, removed
+    afterwards: ``(home, python, env, as_nobody)``, the last a command prefix that runs as nobody."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        home.chmod(0o755)
+        python = _user_venv(home)
+        for p in [home, *home.rglob("*")]:
+            os.chown(p, 65534, 65534, follow_symlinks=False)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+        if os.environ.get("COURSEKIT_DATA"):
+            env["COURSEKIT_DATA"] = os.environ["COURSEKIT_DATA"]
+        yield home, python, env, AS_NOBODY
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def _user_venv(folder: Path) -> Path:
     """A Python an ordinary user can run (the project's venv lives under /root, 0700): the system's 3.11 in a
     venv of its own that adds the project venv's packages (readable by all) with a .pth line."""
@@ -189,20 +230,8 @@ def _user_venv(folder: Path) -> Path:
 def test_an_instructor_without_root_grades_isolated_in_a_user_namespace(tmp_path):
     """As the ordinary user nobody: mode userns, each job with no capability, in its own network namespace."""
     _require_root_and_bwrap()
-    import tempfile
-    home = Path(tempfile.mkdtemp(prefix="coursekit-userns-test-"))     # pytest's tmp_path is root's, 0700
-    try:
-        home.chmod(0o755)
-        python = _user_venv(home)
-        for p in [home, *home.rglob("*")]:
-            os.chown(p, 65534, 65534, follow_symlinks=False)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
-        if os.environ.get("COURSEKIT_DATA"):
-            env["COURSEKIT_DATA"] = os.environ["COURSEKIT_DATA"]
-        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    with nobody_home("coursekit-userns-test-") as (home, python, env, as_nobody):
         r = _probe(home, env, prefix=as_nobody, python=str(python))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     assert r["mode"] == "userns" and r["errors"] == [], r
     uid, cap_eff, cap_bnd, no_new_privs, net, _, _, seccomp, inet, userns = r["probe"]
     assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0 and no_new_privs == "1"

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from grading_helpers import require_bwrap
-from test_isolation_modes import _user_venv
+from test_isolation_modes import nobody_home
 
 TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
@@ -321,19 +321,8 @@ def test_no_job_and_not_the_warm_server_holds_the_nonce_as_root(mode):
 def test_no_job_and_not_the_warm_server_holds_the_nonce_as_an_ordinary_user():
     """Mode userns (the ordinary user nobody): each job is uid 0 of the namespace, owner of its folder's files."""
     require_bwrap()
-    home = Path(tempfile.mkdtemp(prefix="coursekit-nonce-userns-"))     # pytest's tmp_path is root's, 0700
-    try:
-        home.chmod(0o755)
-        python = _user_venv(home)
-        for p in [home, *home.rglob("*")]:
-            os.chown(p, 65534, 65534, follow_symlinks=False)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
-        if os.environ.get("COURSEKIT_DATA"):
-            env["COURSEKIT_DATA"] = os.environ["COURSEKIT_DATA"]
+    with nobody_home("coursekit-nonce-userns-") as (home, python, env, as_nobody):
         t0 = time.monotonic()
-        report = _graded(env, prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"],
-                         python=python, cwd=home)
+        report = _graded(env, prefix=as_nobody, python=python, cwd=home)
         print(f"mode userns: {time.monotonic() - t0:.0f} s; {json.dumps(report)[:1500]}")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     _check(report, "userns")
