@@ -864,7 +864,7 @@ GRADER_SEEDS, MAX_EPOCHS, BUDGET_IMAGES, BUDGET_BATCH_SIZE = 3, 3, 12_000, 256
 # on 12,000 images in 3 epochs (measured on 9 seeds) with half the multiply-adds
 HIDDEN_SIZES = [128]
 LOOP_LR, LOOP_WEIGHT_DECAY, LOOP_EPOCHS = 0.3, 0.05, 2
-TRAINED_SHAPES = [(784, 128), (128,), (128, 10), (10,)]
+TRAINED_SHAPES = [(784, HIDDEN_SIZES[0]), (HIDDEN_SIZES[0],), (HIDDEN_SIZES[0], 10), (10,)]
 # the control run: this many training images with shuffled labels, trained once with the chosen epochs and LR; what
 # train_mlp trains on them must stay below CONTROL_MAX_ACCURACY on the test set
 CONTROL_IMAGES, CONTROL_MAX_ACCURACY = 4096, 0.4
@@ -931,21 +931,27 @@ def harvest_q6(rec, inputs):
             self.params = torch.nn.ParameterList(layers)
 
         def forward(self, X):
-            H = X.reshape(-1, self.num_inputs)
-            layer_inputs, pre_activations = [H], []
-            for i in range(0, len(self.params), 2):
-                H = H @ self.params[i] + self.params[i + 1]
-                if i + 2 < len(self.params):
-                    pre_activations.append(H)
-                    H = self.activation(H)
-                    layer_inputs.append(H)
-            forward_cache.update(key=forward_key(X, self.params, self.activation), layer_inputs=layer_inputs,
-                                 pre_activations=pre_activations, logits=H, X=X)
-            return H
+            layer_inputs, pre_activations, logits = forward_pass(X.reshape(-1, self.num_inputs), list(self.params),
+                                                                 self.activation)
+            forward_cache.update(X=X, key=forward_key(X, list(self.params), self.activation),
+                                 layer_inputs=layer_inputs, pre_activations=pre_activations, logits=logits)
+            return logits
+
+    def forward_pass(H, params, activation):
+        """Each layer's input, each hidden pre-activation, and the logits."""
+        layer_inputs, pre_activations = [H], []
+        for i in range(0, len(params), 2):
+            H = H @ params[i] + params[i + 1]
+            if i + 2 < len(params):
+                pre_activations.append(H)
+                H = activation(H)
+                layer_inputs.append(H)
+        return layer_inputs, pre_activations, H
 
     # train_mlp usually calls model(X) for the loss and then backward on the same X and weights: backward takes that
     # forward pass from here instead of computing it again (a third of the retraining's time). Only if nothing
-    # changed: the same X object and the same weights (object, storage, in-place version) and activation.
+    # changed: the same X object (held here, so its id is not reused) and in-place version, the same weights
+    # (object, storage, in-place version) and activation.
     forward_cache = {}
 
     def forward_key(X, params, activation):
@@ -955,19 +961,12 @@ def harvest_q6(rec, inputs):
             return None
 
     def reference_backward(X, y, params, activation, activation_grad, weight_decay=0.0):
-        weights, biases = list(params[0::2]), list(params[1::2])
+        weights = list(params[0::2])
         cached, key = forward_cache, forward_key(X, list(params), activation)
         if key is not None and cached.get("key") == key and cached["X"] is X and len(y) == len(X):
             layer_inputs, pre_activations, Z = cached["layer_inputs"], cached["pre_activations"], cached["logits"]
         else:
-            H = X.reshape(len(y), -1)
-            layer_inputs, pre_activations = [H], []
-            for i, (W, b) in enumerate(zip(weights, biases)):
-                Z = H @ W + b
-                if i + 1 < len(weights):
-                    pre_activations.append(Z)
-                    H = activation(Z)
-                    layer_inputs.append(H)
+            layer_inputs, pre_activations, Z = forward_pass(X.reshape(len(y), -1), list(params), activation)
         forward_cache.clear()
         delta = (torch.softmax(Z, dim=1) - torch.nn.functional.one_hot(y, Z.shape[1]).to(Z.dtype)) / len(y)
         grads = [None] * len(params)
